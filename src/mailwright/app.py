@@ -1,0 +1,204 @@
+"""Wiring: builds the server's parts from a `Config` and runs them.  No global registry.
+
+Start-up order: state directory, TLS material (a self-signed certificate is generated on
+first start when none is configured, with a warning), user store, queue store, listeners.
+Signals: SIGHUP reloads the TLS certificate and key (new handshakes use them; a bad file
+keeps the old one and says why); SIGTERM/SIGINT stop accepting, tell open sessions 421,
+let in-flight commits finish, and close the queue.
+
+Not responsible for: protocol rules, policy decisions, storage details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+
+import uvloop
+
+from mailwright.config.schema import Config, ListenerConfig, unprivileged_note
+from mailwright.limits.auth_failures import AuthFailureLimiter
+from mailwright.net.server import AuthBackend, ConnectionLimits, ListenerRuntime, ServerContext, SMTPSession
+from mailwright.net.tls import ReloadableServerContext, TLSConfigError, ensure_self_signed
+from mailwright.policy.relay import RelayPolicy
+from mailwright.protocol.reply import R
+from mailwright.protocol.sasl import Credentials
+from mailwright.protocol.server import ServerSettings
+from mailwright.queue.sqlite import SQLiteQueueStore
+from mailwright.users.store import UserStore
+
+log = logging.getLogger("mailwright")
+
+_LOOPBACK_PREFIXES = ("127.", "::1", "localhost")
+
+
+def _is_loopback(address: str) -> bool:
+    return address.startswith(_LOOPBACK_PREFIXES)
+
+
+def listener_settings(config: Config, lc: ListenerConfig, tls: bool) -> ServerSettings:
+    submission = lc.role in ("submission", "submissions")
+    return ServerSettings(
+        hostname=config.hostname,
+        max_message_size=config.limits.max_message_size,
+        max_recipients=config.limits.max_recipients,
+        tls_available=tls and lc.role != "submissions",
+        tls_active=lc.role == "submissions",
+        auth_mechanisms=tuple(config.auth.mechanisms) if submission else (),
+        auth_required=submission,
+        allow_plaintext_auth=lc.allow_plaintext_auth and _is_loopback(lc.address),
+    )
+
+
+def make_verifier(users: UserStore) -> object:
+    async def verify(cred: Credentials, listener: str) -> bool:
+        if cred.authzid and cred.authzid != cred.authcid:
+            return False  # acting for another user is not offered
+        if cred.password is not None:
+            return await users.averify_password(cred.authcid, cred.password)
+        if cred.cram_digest is not None:
+            secret = await asyncio.to_thread(users.cram_secret, cred.authcid)
+            return secret is not None and cred.verify_cram(secret)
+        return False
+
+    return verify
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.servers: list[asyncio.AbstractServer] = []
+        self.tls: ReloadableServerContext | None = None
+        self.store: SQLiteQueueStore | None = None
+        self.ctx: ServerContext | None = None
+        self.stopping = asyncio.Event()
+
+    def _tls(self) -> ReloadableServerContext:
+        cfg = self.config
+        cert, key = cfg.tls.cert, cfg.tls.key
+        if cert is None or key is None:
+            cert, key = ensure_self_signed(cfg.state_dir / "tls", cfg.hostname)
+            log.warning(
+                "no TLS certificate configured: using a self-signed one for %s at %s. Clients will not "
+                "trust it; set [tls] cert and key to a real certificate (e.g. from Let's Encrypt).",
+                cfg.hostname,
+                cert,
+            )
+        return ReloadableServerContext(cert, key)
+
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.tls = self._tls()
+        users_db = cfg.auth.users_db or cfg.state_dir / "users.db"
+        users = UserStore(users_db)
+        self.store = SQLiteQueueStore(cfg.queue.directory)
+        limiter = AuthFailureLimiter(
+            max_failures=cfg.auth.max_failures, window=cfg.auth.failure_window, lockout=cfg.auth.lockout
+        )
+        auth = AuthBackend(
+            verify=make_verifier(users),  # type: ignore[arg-type]
+            owns=users.owns_sender,
+            limiter=limiter,
+            sender_must_be_owned=cfg.auth.sender_must_be_owned,
+        )
+        self.ctx = ctx = ServerContext(
+            store=self.store,
+            relay=RelayPolicy(cfg.local_domains, cfg.relay_domains),
+            auth=auth,
+            limits=ConnectionLimits(cfg.limits.max_connections, cfg.limits.max_connections_per_ip),
+            command_timeout=cfg.limits.command_timeout,
+            data_timeout=cfg.limits.data_timeout,
+        )
+        loop = asyncio.get_running_loop()
+        note = unprivileged_note(cfg)
+        if note:
+            log.warning("%s", note)
+        for lc in cfg.listeners:
+            implicit = lc.role == "submissions"
+            runtime = ListenerRuntime(
+                name=f"{lc.role}:{lc.port}",
+                role=lc.role,
+                settings=listener_settings(cfg, lc, tls=True),
+                tls_context=self.tls.context,
+                add_missing_headers=lc.role != "mx",
+            )
+            server = await loop.create_server(
+                lambda rt=runtime: SMTPSession(ctx, rt),
+                host=lc.address,
+                port=lc.port,
+                ssl=self.tls.context if implicit else None,
+                ssl_handshake_timeout=30 if implicit else None,
+                backlog=1024,
+                reuse_address=True,
+            )
+            self.servers.append(server)
+            log.info(
+                "listening on %s:%d (%s%s)",
+                lc.address,
+                lc.port,
+                lc.role,
+                ", implicit TLS" if implicit else "",
+            )
+        log.info("mailwright ready: hostname %s, queue %s", cfg.hostname, cfg.queue.directory)
+
+    def reload_tls(self) -> None:
+        if self.tls is None:
+            return
+        try:
+            self.tls.reload()
+            log.info("TLS certificate reloaded")
+        except TLSConfigError as exc:
+            log.error("TLS reload failed, keeping the old certificate: %s", exc)
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+        ctx = self.ctx
+        if ctx is not None:
+            for session in list(ctx.sessions):
+                conn = session.conn
+                if conn is not None and session.task is None and not conn.closed:
+                    conn.close_with(R.SHUTTING_DOWN)
+                    session._flush()
+            # Let in-flight commits finish so their clients get the 250 they are owed.
+            for _ in range(100):
+                if not any(s.task for s in ctx.sessions):
+                    break
+                await asyncio.sleep(0.05)
+        if self.store is not None:
+            await self.store.close()
+
+
+async def serve(config: Config) -> None:
+    server = Server(config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()
+
+
+def run(config: Config) -> int:
+    """Run the server on uvloop until a signal stops it."""
+    logging.basicConfig(
+        level=os.environ.get("MAILWRIGHT_LOG", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        uvloop.run(serve(config))
+    except TLSConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0

@@ -1,0 +1,124 @@
+"""`mailwright config check` and `mailwright config show`.
+
+``config check [--config PATH]`` validates a configuration file (or the built-in defaults) and
+prints ``OK: <listeners>`` plus any warnings (exit 0), or every problem as
+``file:line: key = value: what is wrong (fix: ...)`` (exit 2).  ``config show`` prints the
+effective configuration, defaults filled in, as TOML that `load` reads back unchanged.
+
+Invariants: handlers return an exit code and never let a traceback reach the user for a
+configuration problem; output for people goes to stdout, problems to stderr.
+
+Not responsible for: parsing and validation (`mailwright.config.loader`), or the top-level
+argument parser and its global options (`mailwright.cli.main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mailwright.config.loader import ConfigError, load, toml_value
+from mailwright.config.schema import Config, check_warnings
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+
+
+def render(config: Config) -> str:
+    """The configuration as TOML, every value explicit."""
+    out = [
+        f"# effective configuration{f' from {config.source}' if config.source else ' (built-in defaults)'}",
+        f"hostname = {toml_value(config.hostname)}",
+        f"state_dir = {toml_value(config.state_dir)}",
+        f"local_domains = {toml_value(config.local_domains)}",
+        f"relay_domains = {toml_value(config.relay_domains)}",
+    ]
+    for lc in config.listeners:
+        out += [
+            "",
+            "[[listeners]]",
+            f"role = {toml_value(lc.role)}",
+            f"address = {toml_value(lc.address)}",
+            f"port = {lc.port}",
+            f"allow_plaintext_auth = {toml_value(lc.allow_plaintext_auth)}",
+            f"proxy_protocol = {toml_value(lc.proxy_protocol)}",
+        ]
+    out += ["", "[tls]"]
+    if config.tls.cert is None or config.tls.key is None:
+        out.append(f"# no cert/key: a self-signed certificate is generated under {config.tls_dir}")
+    else:
+        out += [f"cert = {toml_value(config.tls.cert)}", f"key = {toml_value(config.tls.key)}"]
+    auth = config.auth
+    out += [
+        "",
+        "[auth]",
+        f"mechanisms = {toml_value(auth.mechanisms)}",
+        f"users_db = {toml_value(config.users_db)}",
+        f"sender_must_be_owned = {toml_value(auth.sender_must_be_owned)}",
+        f"max_failures = {auth.max_failures}",
+        f"failure_window = {toml_value(auth.failure_window)}",
+        f"lockout = {toml_value(auth.lockout)}",
+    ]
+    limits = config.limits
+    out += [
+        "",
+        "[limits]",
+        f"max_message_size = {limits.max_message_size}",
+        f"max_recipients = {limits.max_recipients}",
+        f"max_connections = {limits.max_connections}",
+        f"max_connections_per_ip = {limits.max_connections_per_ip}",
+        f"command_timeout = {toml_value(limits.command_timeout)}",
+        f"data_timeout = {toml_value(limits.data_timeout)}",
+        "",
+        "[queue]",
+        f"directory = {toml_value(config.queue.directory)}",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _load(args: argparse.Namespace) -> Config | None:
+    path: Path | None = getattr(args, "config", None)
+    try:
+        return load(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def run_check(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return EXIT_CONFIG
+    origin = str(config.source) if config.source else "built-in defaults"
+    listeners = ", ".join(lc.describe() for lc in config.listeners)
+    print(f"OK: {origin}: {listeners}")
+    for warning in check_warnings(config):
+        print(f"warning: {warning}")
+    return EXIT_OK
+
+
+def run_show(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return EXIT_CONFIG
+    sys.stdout.write(render(config))
+    return EXIT_OK
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("config", help="check or show the configuration")
+    commands = parser.add_subparsers(dest="config_command", metavar="{check,show}")
+
+    def usage(_args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return EXIT_CONFIG
+
+    parser.set_defaults(func=usage)
+    check = commands.add_parser("check", help="validate the configuration file and print a summary")
+    show = commands.add_parser("show", help="print the effective configuration as TOML")
+    for sub, handler in ((check, run_check), (show, run_show)):
+        sub.add_argument(
+            "--config", type=Path, default=None, metavar="PATH", help="configuration file (TOML)"
+        )
+        sub.set_defaults(func=handler)

@@ -1,0 +1,152 @@
+"""`mailwright user add|del|list`: manage the submission users in the user database.
+
+``user add NAME [--address ADDR ...] [--cram-md5] [--password-stdin]`` asks for the password
+twice on the terminal unless ``--password-stdin`` is given (then the first line of standard
+input is the password, for scripts).  ``user del NAME`` and ``user list`` do what they say.
+Each takes ``--users-db PATH``; without it the default database of the default configuration
+is used (the main command may supply the path from ``--config`` through ``run_*``'s ``db``).
+
+Exit codes: 0 done; 1 the store refused (user exists, no such user, invalid name or address,
+database unreadable); 2 usage (no terminal to prompt on, passwords differ).  Never a traceback.
+
+Not responsible for: storage and hashing (`mailwright.users.store`, `.passwords`), or the
+top-level parser (`mailwright.cli.main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sqlite3
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from mailwright.config.loader import load
+from mailwright.users.store import UserError, UserStore
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+
+def _error(command: str, message: str) -> None:
+    print(f"mailwright user {command}: error: {message}", file=sys.stderr)
+
+
+def _read_password(args: argparse.Namespace) -> str | None:
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        password = line.removesuffix("\n").removesuffix("\r")
+        if not password:
+            _error("add", "no password on standard input")
+            return None
+        return password
+    if not sys.stdin.isatty():
+        _error("add", "standard input is not a terminal; pipe the password and pass --password-stdin")
+        return None
+    first = getpass.getpass(f"Password for {args.name}: ")
+    second = getpass.getpass("Same password again: ")
+    if first != second:
+        _error("add", "the two passwords differ; nothing changed")
+        return None
+    if not first:
+        _error("add", "empty password; nothing changed")
+        return None
+    return first
+
+
+def run_add(args: argparse.Namespace, db: Path) -> int:
+    password = _read_password(args)
+    if password is None:
+        return EXIT_USAGE
+    with UserStore(db) as store:
+        info = store.add(args.name, password, addresses=args.address, cram=args.cram_md5)
+    owned = ", ".join(info.addresses) or "none (sender checks will refuse every address)"
+    print(f"added {info.name} to {db}; sender addresses: {owned}")
+    if info.cram_md5:
+        print("note: a CRAM-MD5 secret (plaintext-equivalent) is stored for this user")
+    return EXIT_OK
+
+
+def run_del(args: argparse.Namespace, db: Path) -> int:
+    with UserStore(db) as store:
+        removed = store.delete(args.name)
+    if not removed:
+        _error("del", f"no user {args.name!r} in {db}")
+        return EXIT_REFUSED
+    print(f"deleted {args.name} from {db}")
+    return EXIT_OK
+
+
+def run_list(args: argparse.Namespace, db: Path) -> int:
+    with UserStore(db) as store:
+        users = store.list()
+    if not users:
+        print(f"no users in {db}", file=sys.stderr)
+    for info in users:
+        flags = "  [CRAM-MD5]" if info.cram_md5 else ""
+        print(f"{info.name}\t{' '.join(info.addresses) or '-'}{flags}")
+    return EXIT_OK
+
+
+def _guarded(
+    command: str, handler: Callable[[argparse.Namespace, Path], int]
+) -> Callable[[argparse.Namespace], int]:
+    """Turn store and file-system errors into one line and an exit code."""
+
+    def run(args: argparse.Namespace) -> int:
+        db: Path | None = args.users_db
+        try:
+            if db is None:
+                db = load(None).users_db
+            return handler(args, db)
+        except UserError as exc:
+            _error(command, str(exc))
+        except sqlite3.Error as exc:
+            _error(command, f"user database {db}: {exc}")
+        except OSError as exc:
+            _error(command, f"user database {db}: {exc.strerror or exc}")
+        except (KeyboardInterrupt, EOFError):
+            _error(command, "interrupted; nothing changed")
+        return EXIT_REFUSED
+
+    return run
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("user", help="manage submission users")
+    commands = parser.add_subparsers(dest="user_command", metavar="{add,del,list}")
+
+    def usage(_args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+
+    parser.set_defaults(func=usage)
+    add = commands.add_parser("add", help="add a user (prompts for the password)")
+    add.add_argument("name")
+    add.add_argument(
+        "--address",
+        action="append",
+        metavar="ADDR",
+        help="a sender address the user owns, or @domain for all of a domain (repeatable; "
+        "default: NAME when it is an address)",
+    )
+    add.add_argument(
+        "--cram-md5",
+        action="store_true",
+        help="also store a plaintext-equivalent secret so CRAM-MD5 works for this user",
+    )
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    delete = commands.add_parser("del", help="delete a user")
+    delete.add_argument("name")
+    listing = commands.add_parser("list", help="list users and their sender addresses")
+    for sub, name, handler in ((add, "add", run_add), (delete, "del", run_del), (listing, "list", run_list)):
+        sub.add_argument(
+            "--users-db",
+            type=Path,
+            default=None,
+            metavar="PATH",
+            help="user database (default: users.db in the state directory)",
+        )
+        sub.set_defaults(func=_guarded(name, handler))

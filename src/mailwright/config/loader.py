@@ -1,0 +1,601 @@
+"""Load and validate the TOML configuration file into a `Config`.
+
+Every key is optional; a missing key takes the default from `mailwright.config.schema`.  A full
+example (all values shown are the defaults, except where a comment says otherwise)::
+
+    hostname = "mail.example.org"        # default: the machine's fully qualified name
+    state_dir = "/var/lib/mailwright"    # default: $MAILWRIGHT_STATE_DIR, else /var/lib/mailwright
+                                         # as root, else ~/.local/state/mailwright
+    local_domains = ["example.org"]      # final destination; default: [hostname]
+    relay_domains = ["example.net"]      # accepted from anyone and relayed onward; default: []
+
+    [[listeners]]                        # default: mx, submission, submissions, submission 2525
+    role = "mx"                          # "mx" (port 25), "submission" (587, STARTTLS),
+    address = "0.0.0.0"                  # "submissions" (465, implicit TLS); default 127.0.0.1
+    port = 25                            # default: the standard port of the role
+    proxy_protocol = false               # expect a PROXY v1/v2 header (HAProxy) first
+
+    [[listeners]]
+    role = "submission"
+    address = "127.0.0.1"
+    port = 587
+    allow_plaintext_auth = true          # AUTH before STARTTLS; honoured on loopback only
+
+    [tls]                                # both or neither; neither: self-signed under state_dir/tls
+    cert = "/etc/mailwright/fullchain.pem"
+    key = "/etc/mailwright/privkey.pem"
+
+    [auth]
+    mechanisms = ["PLAIN", "LOGIN"]      # "CRAM-MD5" is allowed but needs plaintext-equivalent
+                                         # secrets in the user database (user add --cram-md5)
+    users_db = "/var/lib/mailwright/users.db"   # default: state_dir/users.db
+    sender_must_be_owned = true          # authenticated users send only as addresses they own
+    max_failures = 5                     # failed AUTH attempts per client IP within ...
+    failure_window = 600.0               # ... this many seconds lock the IP out for ...
+    lockout = 900.0                      # ... this many seconds
+
+    [limits]
+    max_message_size = 52428800          # bytes (50 MiB), announced with EHLO SIZE
+    max_recipients = 100                 # per transaction; RFC 5321 4.5.3.1.8 asks for >= 100
+    max_connections = 1000
+    max_connections_per_ip = 50
+    command_timeout = 300.0              # seconds idle per command (RFC 5321 4.5.3.2.7)
+    data_timeout = 180.0                 # seconds idle while receiving message content
+
+    [queue]
+    directory = "/var/lib/mailwright/queue"     # default: state_dir/queue
+
+Relative paths are relative to the directory of the configuration file; "~" means $HOME.
+$MAILWRIGHT_STATE_DIR replaces the default state directory; a state_dir in the file wins over it.
+
+Invariants: `load` either returns a fully validated `Config` or raises `ConfigError`; every
+problem found is reported (not only the first), each as
+``file:line: key = value: what is wrong (fix: what to write instead)``.  Line numbers come from
+scanning the text for ``key =`` lines inside their ``[table]`` / ``[[listeners]]`` entry; best
+effort, falling back to the enclosing table's line.
+
+Not responsible for: the TOML grammar (tomllib), rendering a Config back to TOML
+(`mailwright.cli.config_cmd`), or acting on the settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+
+from mailwright.config import schema
+from mailwright.config.schema import (
+    AuthConfig,
+    Config,
+    LimitsConfig,
+    ListenerConfig,
+    QueueConfig,
+    TLSConfig,
+)
+
+_MISSING: Any = object()
+
+
+class ConfigError(Exception):
+    """One or more problems in a configuration; `str()` gives one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def toml_value(value: object) -> str:
+    """Render a value as TOML (used in messages and by `config show`)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str):
+        out = ['"']
+        for ch in value:
+            if ch in '"\\':
+                out.append("\\" + ch)
+            elif ch == "\n":
+                out.append("\\n")
+            elif ch == "\t":
+                out.append("\\t")
+            elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+                out.append(f"\\u{ord(ch):04X}")
+            else:
+                out.append(ch)
+        out.append('"')
+        return "".join(out)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return repr(value)
+
+
+def _type_name(value: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "a whole number",
+        float: "a decimal number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+_HEADER = re.compile(r"^\[(\[)?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEYLINE = re.compile(
+    r"^((?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"))*)\s*="
+)
+
+
+def _split_key(key: str) -> tuple[str, ...]:
+    return tuple(part.strip().strip("\"'") for part in key.split("."))
+
+
+def _index_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Map key paths such as ("listeners", "1", "port") to 1-based line numbers."""
+    found: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    arrays: dict[tuple[str, ...], int] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        header = _HEADER.match(line)
+        if header is not None:
+            name = _split_key(header.group(2))
+            if header.group(1):
+                index = arrays.get(name, -1) + 1
+                arrays[name] = index
+                table = (*name, str(index))
+            else:
+                table = name
+            found.setdefault(table, number)
+            continue
+        keyline = _KEYLINE.match(line)
+        if keyline is not None:
+            found.setdefault((*table, *_split_key(keyline.group(1))), number)
+    return found
+
+
+class _Reader:
+    """Validates values one at a time, recording problems instead of stopping at the first."""
+
+    def __init__(self, path: Path | None, text: str, env: Mapping[str, str]) -> None:
+        self.file = path
+        self.lines = _index_lines(text)
+        self.env = env
+        self.base = path.parent if path is not None else Path.cwd()
+        self.problems: list[str] = []
+
+    def line_of(self, where: tuple[str, ...]) -> int | None:
+        while where:
+            if where in self.lines:
+                return self.lines[where]
+            where = where[:-1]
+        return None
+
+    def problem(self, where: tuple[str, ...], message: str, *, value: Any = _MISSING, fix: str) -> None:
+        prefix = ""
+        if self.file is not None:
+            line = self.line_of(where)
+            prefix = f"{self.file}:{line}: " if line is not None else f"{self.file}: "
+        shown = _dotted(where) if where else "(top level)"
+        if value is not _MISSING:
+            shown += f" = {toml_value(value)}"
+        self.problems.append(f"{prefix}{shown}: {message} (fix: {fix})")
+
+    def table(self, data: Mapping[str, Any], where: tuple[str, ...], allowed: tuple[str, ...]) -> None:
+        for key in data:
+            if key in allowed:
+                continue
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            fix = f"did you mean {close[0]!r}?" if close else f"remove it; known keys: {', '.join(allowed)}"
+            self.problem((*where, key), "unknown key", fix=fix)
+
+    def sub_table(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            self.problem(
+                (key,), f"must be a table, not {_type_name(value)}", value=value, fix=f"write [{key}]"
+            )
+            return {}
+        return value
+
+    def integer(
+        self, data: Mapping[str, Any], where: tuple[str, ...], default: int, low: int, high: int
+    ) -> int:
+        value = data.get(where[-1], _MISSING)
+        if value is _MISSING:
+            return default
+        if isinstance(value, str) and value.strip().isdigit():
+            fix = f"write it without quotes: {where[-1]} = {value.strip()}"
+        else:
+            fix = f"set it to {default}, the default"
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(where, f"must be a whole number, not {_type_name(value)}", value=value, fix=fix)
+            return default
+        if not low <= value <= high:
+            rng = f">= {low}" if high >= 2**62 else f"from {low} to {high}"
+            self.problem(where, f"must be a whole number {rng}", value=value, fix=fix)
+            return default
+        return value
+
+    def seconds(
+        self, data: Mapping[str, Any], where: tuple[str, ...], default: float, *, zero_ok: bool
+    ) -> float:
+        value = data.get(where[-1], _MISSING)
+        if value is _MISSING:
+            return default
+        fix = f"set it to {toml_value(default)}, the default"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.problem(where, f"must be a number of seconds, not {_type_name(value)}", value=value, fix=fix)
+            return default
+        # A year is a generous ceiling; it also keeps huge TOML integers out of float().
+        if not (0 <= value <= 366 * 86400 and math.isfinite(value)) or (value == 0 and not zero_ok):
+            rng = ">= 0" if zero_ok else "> 0"
+            self.problem(where, f"must be a number of seconds {rng} and at most a year", value=value, fix=fix)
+            return default
+        return float(value)
+
+    def boolean(self, data: Mapping[str, Any], where: tuple[str, ...], default: bool) -> bool:
+        value = data.get(where[-1], _MISSING)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            fix = f"write {where[-1]} = true or {where[-1]} = false (no quotes)"
+            self.problem(where, f"must be true or false, not {_type_name(value)}", value=value, fix=fix)
+            return default
+        return value
+
+    def string(self, data: Mapping[str, Any], where: tuple[str, ...], default: str, example: str) -> str:
+        value = data.get(where[-1], _MISSING)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, str) or not value.strip():
+            what = "empty" if isinstance(value, str) else _type_name(value)
+            self.problem(where, f"must be a non-empty string, not {what}", value=value, fix=example)
+            return default
+        return value
+
+    def path(self, data: Mapping[str, Any], where: tuple[str, ...], example: str) -> Path | None:
+        value = data.get(where[-1], _MISSING)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, str) or not value.strip() or "\0" in value:
+            what = _type_name(value) if not isinstance(value, str) else "not a usable path"
+            self.problem(where, f"must be a file system path in quotes, {what}", value=value, fix=example)
+            return None
+        if value == "~" or value.startswith("~/"):
+            home = self.env.get("HOME") or str(Path.home())
+            return Path(home) / value[2:]
+        p = Path(value)
+        return p if p.is_absolute() else (self.base / p).absolute()
+
+    def domains(
+        self, data: Mapping[str, Any], where: tuple[str, ...], default: tuple[str, ...]
+    ) -> tuple[str, ...]:
+        value = data.get(where[-1], _MISSING)
+        if value is _MISSING:
+            return default
+        fix = f'write a list of domain names, e.g. {where[-1]} = ["example.org"]'
+        if not isinstance(value, list):
+            self.problem(
+                where, f"must be a list of domain names, not {_type_name(value)}", value=value, fix=fix
+            )
+            return default
+        out: list[str] = []
+        for item in value:
+            if not isinstance(item, str) or _domain_problem(item) is not None:
+                why = _domain_problem(item) if isinstance(item, str) else f"{_type_name(item)} in the list"
+                self.problem(where, f"{toml_value(item)} is not a domain name: {why}", value=value, fix=fix)
+                continue
+            domain = item.lower().rstrip(".")
+            if domain not in out:
+                out.append(domain)
+        return tuple(out)
+
+
+def _dotted(where: tuple[str, ...]) -> str:
+    out = ""
+    for part in where:
+        if part.isdigit() and out:
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _domain_problem(name: str) -> str | None:
+    host = name.rstrip(".")
+    if not host:
+        return "it is empty"
+    if any(c.isspace() or c in "@/:[]\\\"'<>,;" for c in host):
+        return "it contains a character not allowed in a domain name"
+    try:
+        ascii_form = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        return "it is not a valid internationalised domain name"
+    if len(ascii_form) > 253 or any(not 1 <= len(label) <= 63 for label in ascii_form.split(".")):
+        return "labels must be 1 to 63 characters and the whole name at most 253"
+    return None
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def _read_listeners(r: _Reader, data: Mapping[str, Any]) -> tuple[ListenerConfig, ...] | None:
+    value = data.get("listeners", _MISSING)
+    if value is _MISSING:
+        return None
+    example = 'write [[listeners]] tables, each with role = "mx", "submission" or "submissions"'
+    if not isinstance(value, list) or not value:
+        what = "an empty list" if isinstance(value, list) else _type_name(value)
+        r.problem(("listeners",), f"must be one or more [[listeners]] tables, not {what}", fix=example)
+        return None
+    out: list[ListenerConfig] = []
+    seen: dict[tuple[str, int], int] = {}
+    for i, entry in enumerate(value):
+        where = ("listeners", str(i))
+        if not isinstance(entry, dict):
+            r.problem(where, f"must be a table, not {_type_name(entry)}", value=entry, fix=example)
+            continue
+        r.table(entry, where, _field_names(ListenerConfig))
+        role = entry.get("role", _MISSING)
+        if role is _MISSING:
+            r.problem(where, "has no role", fix='add role = "mx", "submission" or "submissions"')
+            continue
+        if role not in schema.ROLES:
+            close = difflib.get_close_matches(str(role), schema.ROLES, n=1)
+            fix = f"did you mean {close[0]!r}?" if close else 'use "mx", "submission" or "submissions"'
+            r.problem((*where, "role"), "unknown listener role", value=role, fix=fix)
+            continue
+        role = cast(schema.ListenerRole, role)
+        address = r.string(entry, (*where, "address"), "127.0.0.1", 'write address = "0.0.0.0" or "::"')
+        if address.startswith("[") and address.endswith("]"):
+            r.problem(
+                (*where, "address"),
+                "brackets are not needed",
+                value=address,
+                fix=f"write address = {toml_value(address[1:-1])}",
+            )
+            address = address[1:-1]
+        elif not _is_bind_address(address):
+            r.problem(
+                (*where, "address"),
+                "is not an IP address or host name",
+                value=address,
+                fix='write an IP address of this machine, e.g. address = "0.0.0.0" (all IPv4)',
+            )
+        port = r.integer(entry, (*where, "port"), schema.STANDARD_PORTS[role], 1, 65535)
+        listener = ListenerConfig(
+            role=role,
+            address=address,
+            port=port,
+            allow_plaintext_auth=r.boolean(entry, (*where, "allow_plaintext_auth"), False),
+            proxy_protocol=r.boolean(entry, (*where, "proxy_protocol"), False),
+        )
+        clash = _clashing(seen, listener)
+        if clash is not None:
+            clash_address = next(a for (a, p), idx in seen.items() if idx == clash)
+            r.problem(
+                (*where, "port"),
+                f"conflicts with listeners[{clash}] on {clash_address} port {port}",
+                value=port,
+                fix="use a different port or address for one of them",
+            )
+        seen[(_norm_address(address), port)] = i
+        out.append(listener)
+    return tuple(out)
+
+
+def _is_bind_address(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+        return True
+    except ValueError:
+        return _domain_problem(address) is None
+
+
+def _norm_address(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address.lower()
+
+
+def _clashing(seen: Mapping[tuple[str, int], int], listener: ListenerConfig) -> int | None:
+    """The index of an earlier listener whose bind would fail against this one, if any."""
+    address = _norm_address(listener.address)
+    if (address, listener.port) in seen:
+        return seen[(address, listener.port)]
+    # A wildcard bind takes the port on every address of its family.
+    for (other, port), index in seen.items():
+        if port != listener.port:
+            continue
+        if "0.0.0.0" in (address, other) and ":" not in address + other:
+            return index
+        if "::" in (address, other) and ":" in address and ":" in other:
+            return index
+    return None
+
+
+def _read_tls(r: _Reader, data: Mapping[str, Any]) -> TLSConfig:
+    table = r.sub_table(data, "tls")
+    r.table(table, ("tls",), _field_names(TLSConfig))
+    cert = r.path(table, ("tls", "cert"), 'write cert = "/etc/mailwright/fullchain.pem"')
+    key = r.path(table, ("tls", "key"), 'write key = "/etc/mailwright/privkey.pem"')
+    if (cert is None) != (key is None):
+        have, missing = ("cert", "key") if key is None else ("key", "cert")
+        r.problem(
+            ("tls", have),
+            f"tls.{have} is set but tls.{missing} is not",
+            fix=(
+                f'add {missing} = "..." under [tls], or remove {have} '
+                "to use a generated self-signed certificate"
+            ),
+        )
+    for name, p in (("cert", cert), ("key", key)):
+        if p is None:
+            continue
+        try:
+            with open(p, "rb") as f:
+                f.read(1)
+        except OSError as exc:
+            r.problem(
+                ("tls", name),
+                f"cannot read it: {exc.strerror or exc}",
+                value=str(p),
+                fix="check the path and that the mailwright user may read the file",
+            )
+    return TLSConfig(cert=cert, key=key)
+
+
+def _read_auth(r: _Reader, data: Mapping[str, Any]) -> AuthConfig:
+    d = AuthConfig()
+    table = r.sub_table(data, "auth")
+    r.table(table, ("auth",), _field_names(AuthConfig))
+    mechanisms = d.mechanisms
+    raw = table.get("mechanisms", _MISSING)
+    where = ("auth", "mechanisms")
+    if raw is not _MISSING:
+        known = ", ".join(f'"{m}"' for m in schema.KNOWN_MECHANISMS)
+        if not isinstance(raw, list) or not all(isinstance(m, str) for m in raw):
+            r.problem(where, "must be a list of SASL mechanism names", value=raw, fix=f"choose from {known}")
+        else:
+            names: list[str] = []
+            for m in raw:
+                name = m.strip().upper()
+                if name not in schema.KNOWN_MECHANISMS:
+                    r.problem(where, f"unknown SASL mechanism {m!r}", value=raw, fix=f"choose from {known}")
+                elif name in names:
+                    r.problem(where, f"{name} is listed twice", value=raw, fix="list each mechanism once")
+                else:
+                    names.append(name)
+            mechanisms = tuple(names)
+    return AuthConfig(
+        mechanisms=mechanisms,
+        users_db=r.path(table, ("auth", "users_db"), 'write users_db = "/var/lib/mailwright/users.db"'),
+        sender_must_be_owned=r.boolean(table, ("auth", "sender_must_be_owned"), d.sender_must_be_owned),
+        max_failures=r.integer(table, ("auth", "max_failures"), d.max_failures, 1, 1_000_000),
+        failure_window=r.seconds(table, ("auth", "failure_window"), d.failure_window, zero_ok=False),
+        lockout=r.seconds(table, ("auth", "lockout"), d.lockout, zero_ok=True),
+    )
+
+
+def _read_limits(r: _Reader, data: Mapping[str, Any]) -> LimitsConfig:
+    d = LimitsConfig()
+    table = r.sub_table(data, "limits")
+    r.table(table, ("limits",), _field_names(LimitsConfig))
+    big = 2**63 - 1
+
+    def count(key: str, default: int) -> int:
+        return r.integer(table, ("limits", key), default, 1, big)
+
+    return LimitsConfig(
+        max_message_size=count("max_message_size", d.max_message_size),
+        max_recipients=count("max_recipients", d.max_recipients),
+        max_connections=count("max_connections", d.max_connections),
+        max_connections_per_ip=count("max_connections_per_ip", d.max_connections_per_ip),
+        command_timeout=r.seconds(table, ("limits", "command_timeout"), d.command_timeout, zero_ok=False),
+        data_timeout=r.seconds(table, ("limits", "data_timeout"), d.data_timeout, zero_ok=False),
+    )
+
+
+def _parse(text: str, path: Path | None) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        m = re.search(r"line (\d+)", message)
+        where = f"{path}:{m.group(1)}" if path is not None and m else str(path or "<config>")
+        raise ConfigError(
+            [
+                f"{where}: TOML syntax error: {message} (fix: correct the syntax on that line; "
+                'strings need double quotes, e.g. hostname = "mail.example.org")'
+            ]
+        ) from None
+
+
+def load(
+    path: Path | None,
+    *,
+    env: Mapping[str, str] = os.environ,
+    is_root: bool | None = None,
+) -> Config:
+    """Read `path` (None: all defaults) into a validated Config; raise ConfigError otherwise."""
+    root = schema.running_as_root() if is_root is None else is_root
+    if path is None:
+        return schema.default_config(env, is_root=root)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [
+                f"{path}: cannot read the configuration file: {exc.strerror or exc} "
+                "(fix: check the path given with --config and its permissions)"
+            ]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [f"{path}: not UTF-8 text (byte {exc.start}) (fix: save the file as UTF-8, as TOML requires)"]
+        ) from None
+    data = _parse(text, path)
+    r = _Reader(path, text, env)
+    r.table(data, (), tuple(n for n in _field_names(Config) if n != "source"))
+
+    hostname = r.string(data, ("hostname",), schema.default_hostname(), 'write hostname = "mail.example.org"')
+    if "hostname" in data and isinstance(data["hostname"], str) and _domain_problem(hostname):
+        r.problem(
+            ("hostname",),
+            f"is not a host name: {_domain_problem(hostname)}",
+            value=hostname,
+            fix='write the public name of this server, e.g. hostname = "mail.example.org"',
+        )
+    state_dir = r.path(data, ("state_dir",), 'write state_dir = "/var/lib/mailwright"')
+    if state_dir is None:
+        state_dir = schema.default_state_dir(env, is_root=root)
+    local = r.domains(data, ("local_domains",), (hostname.lower().rstrip("."),))
+    relay = r.domains(data, ("relay_domains",), ())
+    for domain in sorted(set(local) & set(relay)):
+        r.problem(
+            ("relay_domains",),
+            f"{domain} is also in local_domains",
+            value=list(relay),
+            fix="a domain is either delivered here (local_domains) or relayed (relay_domains)",
+        )
+    listeners = _read_listeners(r, data)
+    tls = _read_tls(r, data)
+    auth = _read_auth(r, data)
+    if auth.users_db is None:
+        auth = dataclasses.replace(auth, users_db=state_dir / "users.db")
+    limits = _read_limits(r, data)
+    queue_table = r.sub_table(data, "queue")
+    r.table(queue_table, ("queue",), _field_names(QueueConfig))
+    queue_dir = r.path(queue_table, ("queue", "directory"), 'write directory = "/var/lib/mailwright/queue"')
+    if r.problems:
+        raise ConfigError(r.problems)
+    return Config(
+        hostname=hostname,
+        state_dir=state_dir,
+        local_domains=local,
+        relay_domains=relay,
+        listeners=listeners if listeners is not None else schema.default_listeners(root),
+        tls=tls,
+        auth=auth,
+        limits=limits,
+        queue=QueueConfig(queue_dir if queue_dir is not None else state_dir / "queue"),
+        source=path.absolute(),
+    )

@@ -1,0 +1,458 @@
+"""The asyncio side of the SMTP server: sockets, TLS, time-outs, backpressure.
+
+One `SMTPSession` (an `asyncio.Protocol`, not streams: no per-line `drain()`) drives one
+`protocol.ServerConnection`.  Every batch of received bytes is parsed to the end and its
+replies leave in one `write()` (RFC 2920 batching).  Events that need slow work (a queue
+commit, a password check, the TLS handshake) run as a task while the engine is paused;
+the engine parses nothing meanwhile, so replies keep their order.
+
+Invariants:
+- A message gets its 250 only after `QueueStore.commit()` returned, i.e. after fsync.
+- Reading pauses while the engine holds `MAX_PENDING` unparsed bytes or the peer does not
+  read our replies (transport write buffer high), so memory per connection is bounded.
+- Every session has a deadline: `command_timeout` between commands and `data_timeout`
+  inside DATA/BDAT (RFC 5321 4.5.3.2); on expiry the peer gets 421 4.4.2 and is closed.
+- Connection caps (total and per client IP) answer 421 4.7.0 before any parsing.
+- No exception reaches the peer as a traceback: unexpected errors become 451 4.3.0 and
+  are logged.
+
+Not responsible for: protocol rules (the engine), who may relay (policy), storage (queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import secrets
+import ssl
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from mailwright.limits.auth_failures import AuthFailureLimiter, client_key
+from mailwright.net.tls import session_facts
+from mailwright.policy.cleanup import HeaderCleanup, protocol_name
+from mailwright.policy.relay import RelayPolicy, check_sender
+from mailwright.protocol import events as ev
+from mailwright.protocol.reply import R, Reply, SMTPError
+from mailwright.protocol.server import ServerConnection, ServerSettings
+from mailwright.queue.model import Envelope, Recipient
+from mailwright.queue.store import MessageWriter, QueueStore
+
+log = logging.getLogger("mailwright.smtpd")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerRuntime:
+    """What a session needs to know about the listener it came in on."""
+
+    name: str
+    role: str  # "submission" | "submissions" | "mx"
+    settings: ServerSettings
+    tls_context: ssl.SSLContext | None
+    add_missing_headers: bool  # RFC 6409 8: only for submission
+
+
+class AuthBackend:
+    """The seam between sessions and the user store / failure limiter (built in app.py)."""
+
+    def __init__(
+        self,
+        verify: Callable[[Any, str], Awaitable[bool]],
+        owns: Callable[[str, str], bool],
+        limiter: AuthFailureLimiter,
+        sender_must_be_owned: bool,
+    ) -> None:
+        self.verify = verify
+        self.owns = owns
+        self.limiter = limiter
+        self.sender_must_be_owned = sender_must_be_owned
+
+
+class ConnectionLimits:
+    def __init__(self, total: int, per_ip: int) -> None:
+        self.total = total
+        self.per_ip = per_ip
+        self.open = 0
+        self.by_ip: Counter[str] = Counter()
+
+    def admit(self, ip: str) -> bool:
+        if self.open >= self.total or self.by_ip[ip] >= self.per_ip:
+            return False
+        self.open += 1
+        self.by_ip[ip] += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        self.open -= 1
+        self.by_ip[ip] -= 1
+        if self.by_ip[ip] <= 0:
+            del self.by_ip[ip]
+
+
+class ServerContext:
+    """Everything shared by all sessions of one server process."""
+
+    def __init__(
+        self,
+        *,
+        store: QueueStore,
+        relay: RelayPolicy,
+        auth: AuthBackend,
+        limits: ConnectionLimits,
+        command_timeout: float,
+        data_timeout: float,
+    ) -> None:
+        self.store = store
+        self.relay = relay
+        self.auth = auth
+        self.limits = limits
+        self.command_timeout = command_timeout
+        self.data_timeout = data_timeout
+        self.sessions: set[SMTPSession] = set()
+
+
+class SMTPSession(asyncio.Protocol):
+    def __init__(self, ctx: ServerContext, listener: ListenerRuntime) -> None:
+        self.ctx = ctx
+        self.listener = listener
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.conn: ServerConnection | None = None
+        self.peer_ip = "?"
+        self.admitted = False
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.reading_paused = False
+        self.write_paused = False
+        self.tls_facts: str | None = None
+        # Transaction
+        self.sender: str = ""
+        self.raw_mail_params = ""
+        self.recipients: list[Recipient] = []
+        self.writer: MessageWriter | None = None
+        self.cleanup: HeaderCleanup | None = None
+
+    # -- asyncio callbacks ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = str(peer[0]) if peer else "?"
+        if not self.ctx.limits.admit(self.peer_ip):
+            self.transport.write(R.TOO_MANY_CONNECTIONS.to_bytes())
+            self.transport.close()
+            return
+        self.admitted = True
+        self.ctx.sessions.add(self)
+        settings = self.listener.settings
+        self.conn = ServerConnection(settings, nonce=_nonce)
+        if transport.get_extra_info("ssl_object") is not None:
+            self.tls_facts = session_facts(transport.get_extra_info("ssl_object"))
+        self._arm_timer()
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        if conn is None:
+            return
+        conn.receive_data(data)
+        self._arm_timer()
+        if self.task is None:
+            self._pump()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.admitted:
+            self.ctx.limits.release(self.peer_ip)
+            self.admitted = False
+        self.ctx.sessions.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        self._drop_transaction()
+        self.conn = None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._update_reading()
+
+    # -- the pump ---------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        conn = self.conn
+        try:
+            while conn is not None and self.task is None:
+                event = conn.next_event()
+                if event is None:
+                    break
+                self._handle(event)
+                conn = self.conn
+        except Exception:
+            log.exception("session from %s failed", self.peer_ip)
+            if self.conn is not None:
+                self.conn.close_with(R.LOCAL_ERROR)
+        self._flush()
+
+    def _flush(self) -> None:
+        conn, transport = self.conn, self.transport
+        if conn is None or transport is None:
+            return
+        out = conn.data_to_send()
+        if out:
+            transport.write(out)
+        if conn.closed and self.task is None:
+            transport.close()
+            return
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        transport, conn = self.transport, self.conn
+        if transport is None or conn is None or transport.is_closing():
+            return
+        want = conn.wants_read and not self.write_paused
+        if want and self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+        elif not want and not self.reading_paused:
+            self.reading_paused = True
+            transport.pause_reading()
+
+    def _arm_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        in_body = self.writer is not None
+        delay = self.ctx.data_timeout if in_body else self.ctx.command_timeout
+        self.timer = self.loop.call_later(delay, self._timed_out)
+
+    def _timed_out(self) -> None:
+        if self.conn is not None and not self.conn.closed:
+            log.info("time-out for %s", self.peer_ip)
+            self.conn.close_with(R.TIMEOUT)
+            self._flush()
+            if self.transport is not None:
+                self.transport.close()
+
+    def _start(self, coro: Awaitable[None]) -> None:
+        self.task = asyncio.ensure_future(coro)
+        self.task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.task = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("session task for %s failed", self.peer_ip, exc_info=exc)
+            if self.conn is not None:
+                if self.conn.paused:
+                    self.conn.reject(R.LOCAL_ERROR)
+                else:
+                    self.conn.close_with(R.LOCAL_ERROR)
+        self._pump()
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _handle(self, event: ev.Event) -> None:
+        conn = self.conn
+        assert conn is not None
+        if isinstance(event, ev.Hello):
+            conn.accept()
+        elif isinstance(event, ev.Mail):
+            reply = check_sender(
+                event.sender,
+                conn.authenticated,
+                must_be_owned=self.ctx.auth.sender_must_be_owned,
+                owns=self.ctx.auth.owns,
+            )
+            if reply is not None:
+                conn.reject(reply)
+                return
+            self._drop_transaction()
+            self.sender = "" if event.sender is None else str(event.sender)
+            self.raw_mail_params = event.raw_params
+            conn.accept()
+        elif isinstance(event, ev.Rcpt):
+            reply = self.ctx.relay.check_recipient(
+                event.recipient, authenticated=conn.authenticated is not None
+            )
+            if reply is not None:
+                conn.reject(reply)
+                return
+            notify = ",".join(sorted(event.params.notify)) if event.params.notify else None
+            orcpt = f"{event.params.orcpt[0]};{event.params.orcpt[1]}" if event.params.orcpt else None
+            self.recipients.append(Recipient(str(event.recipient), notify, orcpt))
+            conn.accept()
+        elif isinstance(event, ev.BodyStart):
+            self._open_body()
+        elif isinstance(event, ev.BodyChunk):
+            self._write_body(event.data)
+        elif isinstance(event, ev.EndOfData):
+            self._start(self._commit())
+        elif isinstance(event, ev.BodyRejected | ev.TransactionReset):
+            self._drop_transaction()
+        elif isinstance(event, ev.AuthAttempt):
+            self._start(self._authenticate(event))
+        elif isinstance(event, ev.StartTLS):
+            self._start(self._starttls())
+        elif isinstance(event, ev.Quit | ev.Closing):
+            self._drop_transaction()
+
+    def _open_body(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        self.writer = self.ctx.store.open_message()
+        self._arm_timer()
+        hostname = self.listener.settings.hostname
+        stamp = email.utils.formatdate(localtime=True)
+        msgid = date = None
+        if self.listener.add_missing_headers:
+            msgid = f"Message-ID: <{time.time_ns():x}.{secrets.token_hex(6)}@{hostname}>\r\n".encode()
+            date = f"Date: {stamp}\r\n".encode()
+        self.cleanup = HeaderCleanup(self._received(stamp), add_message_id=msgid, add_date=date)
+
+    def _received(self, stamp: str) -> bytes:
+        conn = self.conn
+        assert conn is not None
+        with_ = protocol_name(
+            extended=conn.extended,
+            tls=conn.tls_active,
+            auth=conn.authenticated is not None,
+            utf8=conn.mail_params.smtputf8,
+        )
+        lines = [
+            f"Received: from {conn.helo or 'unknown'} ([{self.peer_ip}])",
+            f"\tby {self.listener.settings.hostname} (mailwright) with {with_}",
+        ]
+        if self.tls_facts:
+            lines.append(f"\t(using {self.tls_facts})")
+        if len(self.recipients) == 1:
+            lines.append(f"\tfor <{self.recipients[0].address}>; {stamp}")
+        else:
+            lines[-1] += f"; {stamp}"
+        return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+    def _write_body(self, data: bytes) -> None:
+        writer, cleanup = self.writer, self.cleanup
+        if writer is None or cleanup is None:
+            return
+        try:
+            writer.write(cleanup.feed(data))
+        except SMTPError as exc:
+            # Disk full while streaming: keep reading to the end of DATA, answer then.
+            self._body_error = exc.reply
+            self._abort_writer()
+
+    def _abort_writer(self) -> None:
+        if self.writer is not None:
+            try:
+                self.ctx.store.abort(self.writer)
+            except Exception:
+                log.exception("aborting a message writer failed")
+        self.writer = None
+        self.cleanup = None
+
+    def _drop_transaction(self) -> None:
+        self._abort_writer()
+        self._body_error = None
+        self.sender = ""
+        self.raw_mail_params = ""
+        self.recipients = []
+
+    _body_error: Reply | None = None
+
+    async def _commit(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        writer, cleanup = self.writer, self.cleanup
+        error = self._body_error
+        if writer is None or cleanup is None or error is not None:
+            self._drop_transaction()
+            conn.reject(error or R.LOCAL_ERROR)
+            return
+        try:
+            writer.write(cleanup.finish())
+            envelope = Envelope(
+                sender=self.sender,
+                recipients=tuple(self.recipients),
+                mail_params=self.raw_mail_params,
+                client_ip=self.peer_ip,
+                helo=conn.helo or "",
+                auth_user=conn.authenticated,
+                tls=conn.tls_active,
+                received_at=time.time(),
+            )
+            self.writer = None  # the store owns it now, whatever happens
+            queue_id = await self.ctx.store.commit(writer, envelope)
+        except SMTPError as exc:
+            self._drop_transaction()
+            if self.conn is not None:
+                self.conn.reject(exc.reply)
+            return
+        self._drop_transaction()
+        if self.conn is not None:
+            self.conn.accept(Reply(250, "2.0.0", f"OK queued as {queue_id}"))
+            self._arm_timer()
+
+    async def _authenticate(self, event: ev.AuthAttempt) -> None:
+        conn = self.conn
+        assert conn is not None
+        auth = self.ctx.auth
+        key = client_key(self.peer_ip)
+        locked = auth.limiter.check(key)
+        if locked is not None:
+            conn.reject(locked)
+            return
+        ok = await auth.verify(event.credentials, self.listener.name)
+        if self.conn is None:
+            return
+        if ok:
+            auth.limiter.success(key)
+            log.info(
+                "AUTH %s ok for %s from %s",
+                event.credentials.mechanism,
+                event.credentials.authcid,
+                self.peer_ip,
+            )
+            conn.accept()
+            return
+        delay = auth.limiter.failure(key)
+        log.info("AUTH %s failed from %s", event.credentials.mechanism, self.peer_ip)
+        await asyncio.sleep(delay)
+        if self.conn is not None:
+            conn.reject(auth.limiter.check(key) or R.AUTH_FAILED)
+
+    async def _starttls(self) -> None:
+        conn, transport = self.conn, self.transport
+        assert conn is not None and transport is not None
+        context = self.listener.tls_context
+        self._flush()
+        if context is None:
+            conn.close_with(R.TLS_UNAVAILABLE)
+            return
+        try:
+            new = await self.loop.start_tls(
+                transport, self, context, server_side=True, ssl_handshake_timeout=30
+            )
+        except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
+            log.info("TLS handshake with %s failed: %s", self.peer_ip, exc)
+            transport.abort()
+            self.conn = None
+            return
+        if new is None or self.conn is None:
+            return
+        self.transport = new
+        self.tls_facts = session_facts(new.get_extra_info("ssl_object"))
+        conn.tls_started()
+
+
+def _nonce() -> str:
+    return f"{secrets.randbits(64)}.{int(time.time())}"

@@ -1,0 +1,137 @@
+"""Receive-side framing: command lines and the DATA body (RFC 5321 2.3.8, 4.1.1.4, 4.5.2).
+
+`DataReceiver` turns the bytes after a 354 into unstuffed body chunks and finds the end of
+the message.  The rules, strict on purpose (SMTP smuggling, CVE-2023-51764/5/6):
+
+- The message ends only at <CRLF>.<CRLF>, where the first CRLF really ends a line.  The
+  DATA command's own CRLF counts as one, so ".\\r\\n" first thing is an empty message.
+- A line starts only after CRLF.  A bare LF or bare CR is never a line end, so none of
+  "\\n.\\n", "\\r.\\r", "\\r\\n.\\r", "\\n.\\r\\n", "\\r.\\r\\n" ... can end the message or start
+  a second one: they stay inside it, and the message is then refused as a whole (550 5.6.0)
+  at the real terminator, so the peer and we agree on where every message ends.
+- A text line longer than 998 octets plus CRLF (RFC 5321 4.5.3.1.6) fails the message.
+- Bytes beyond the size limit are counted, not kept; the message fails with 552 5.3.4.
+- Memory is bounded: at most one partial line (<= 1000 octets) is held between feeds.
+
+Scanning works on runs of whole lines with bytes methods (find, count) and one regex, so
+per-octet work happens in C; Python only touches lines that start with a dot.
+
+Not responsible for: BDAT (octet-counted, no framing to parse), command parsing, replies.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mailwright.protocol.reply import R, Reply
+
+MAX_TEXT_LINE = 1000  # octets including CRLF
+_LONG_LINE = re.compile(rb"[^\r\n]{%d}" % (MAX_TEXT_LINE - 1))
+
+
+class DataReceiver:
+    """Incremental DATA decoder. feed() returns (body bytes, bytes after the terminator or None)."""
+
+    __slots__ = ("_partial", "_skip_to_eol", "failure", "max_size", "size")
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self.size = 0  # unstuffed octets seen, kept or not
+        self.failure: Reply | None = None
+        self._partial = b""  # bytes of an unfinished line; always starts at a line start
+        self._skip_to_eol = False  # inside an over-long line: drop bytes until its CRLF
+
+    def feed(self, data: bytes) -> tuple[bytes, bytes | None]:
+        """Consume `data`. Returns the body bytes to keep and, once the terminator is seen,
+        the bytes that followed it (pipelined commands), else None."""
+        buf = self._partial + data if self._partial else data
+        self._partial = b""
+        if self._skip_to_eol:
+            eol = buf.find(b"\r\n")
+            if eol < 0:
+                # Keep a trailing CR: its LF may arrive in the next feed.
+                self._partial = b"\r" if buf.endswith(b"\r") else b""
+                return b"", None
+            self._skip_to_eol = False
+            buf = buf[eol + 2 :]
+        last = buf.rfind(b"\r\n")
+        if last < 0:
+            self._hold_partial(buf)
+            return b"", None
+        region = buf[: last + 2]
+        rest = buf[last + 2 :]
+        out, after = self._scan(region)
+        if after is not None:
+            return out, after + rest
+        self._hold_partial(rest)
+        return out, None
+
+    def _hold_partial(self, rest: bytes) -> None:
+        if len(rest) >= MAX_TEXT_LINE:
+            self._fail(R.TEXT_LINE_TOO_LONG)
+            self._skip_to_eol = True
+            self._partial = b"\r" if rest.endswith(b"\r") else b""
+            return
+        self._partial = rest
+
+    def _fail(self, reply: Reply) -> None:
+        if self.failure is None:
+            self.failure = reply
+
+    def _scan(self, region: bytes) -> tuple[bytes, bytes | None]:
+        """`region` starts at a line start and ends with CRLF."""
+        pieces: list[bytes] = []
+        start = 0  # start of the not-yet-emitted part of region
+        after: bytes | None = None
+        end = len(region)
+        if region[:1] == b".":
+            pos = 0
+        else:
+            pos = region.find(b"\r\n.")
+            if pos >= 0:
+                pos += 2
+        while 0 <= pos < end:
+            # region[pos] is a dot at the start of a line.
+            if region[pos + 1 : pos + 3] == b"\r\n":
+                end = pos
+                after = region[pos + 3 :]
+                break
+            pieces.append(region[start:pos])
+            start = pos + 1  # drop the stuffing dot
+            nxt = region.find(b"\r\n.", pos)
+            pos = nxt + 2 if nxt >= 0 else -1
+        pieces.append(region[start:end])
+        body = b"".join(pieces) if len(pieces) > 1 else pieces[0]
+        self._check(region[:end])
+        self.size += len(body)
+        if self.size > self.max_size:
+            self._fail(R.MESSAGE_TOO_BIG)
+        if self.failure is not None:
+            return b"", after
+        return body, after
+
+    def _check(self, lines: bytes) -> None:
+        if not lines or self.failure is not None:
+            return
+        crlf = lines.count(b"\r\n")
+        if lines.count(b"\r") != crlf or lines.count(b"\n") != crlf:
+            self._fail(R.BARE_LF_DATA)
+        elif len(lines) >= MAX_TEXT_LINE and _LONG_LINE.search(lines) is not None:
+            self._fail(R.TEXT_LINE_TOO_LONG)
+
+
+def split_line(buf: bytearray) -> tuple[bytes, bool] | None:
+    """Take one command line off the front of `buf`: (line without its ending, bare).
+
+    A bare LF ends the line so the peer cannot wedge the session, but `bare` reports it,
+    as it reports a CR inside the line; both get 500 5.5.2.  None: no line end yet.
+    """
+    lf = buf.find(b"\n")
+    if lf < 0:
+        return None
+    line = bytes(buf[:lf])
+    del buf[: lf + 1]
+    if line.endswith(b"\r"):
+        line = line[:-1]
+        return line, b"\r" in line
+    return line, True

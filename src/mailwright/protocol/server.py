@@ -1,0 +1,592 @@
+"""The server role of the sans-IO SMTP engine (RFC 5321, 1869, 2920, 3030, 3207, 4954, 6531).
+
+Feed received bytes with `receive_data()`, pull events with `next_event()`, answer events
+that need a reply with `accept()` / `reject()`, and write what `data_to_send()` returns.
+Replies produced while handling one batch of received bytes accumulate in one buffer, so a
+caller that writes once per batch sends pipelined replies together (RFC 2920 3.2).
+
+Invariants:
+- Which command is legal in which state is one table, `_ALLOWED`; nothing else decides it.
+- While an event awaits its reply nothing more is parsed, so replies keep command order.
+- Buffers are bounded: a command line is at most `MAX_COMMAND` octets (the rest is dropped
+  and answered with 500 5.5.2); DATA holds at most one partial text line; BDAT chunks are
+  streamed, never held; `receive_data` is refused past `MAX_PENDING` unparsed octets and the
+  caller is expected to stop reading while `wants_read` is False.
+- After STARTTLS's 220 every byte that arrives before `tls_started()` is discarded (RFC 3207
+  section 6: plaintext pipelined after STARTTLS must not survive the handshake), and the
+  session then starts over, EHLO first.
+- No user input ever raises: every bad line gets a reply with an enhanced status code.
+  `LocalProtocolError` is raised only when the *caller* misuses the engine.
+
+Not responsible for: sockets, TLS, time-outs, policy (who may relay, password checks),
+storing messages.  Those belong to the caller and get the events.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum, auto
+
+from mailwright.protocol import events as ev
+from mailwright.protocol.address import Address, AddressError, parse_path
+from mailwright.protocol.framing import DataReceiver, split_line
+from mailwright.protocol.params import MailParams, parse_mail_params, parse_rcpt_params
+from mailwright.protocol.reply import R, Reply, SMTPError
+from mailwright.protocol.sasl import (
+    Challenge,
+    Credentials,
+    ServerMechanism,
+    decode_response,
+    error_challenge,
+    server_mechanism,
+)
+
+MAX_COMMAND = 512  # RFC 5321 4.5.3.1.4, CRLF included
+MAX_MAIL_RCPT = 2048  # room for the RFC 1869 / 3461 / 4954 parameter extensions
+MAX_AUTH = 12288  # RFC 4954 4: AUTH lines and SASL responses
+MAX_PENDING = 256 * 1024
+MAX_ERRORS = 20  # as Postfix's smtpd_hard_error_limit
+
+
+class LocalProtocolError(Exception):
+    """The caller used the engine wrongly (answered nothing pending, fed data after close)."""
+
+
+class State(Enum):
+    CONNECTED = auto()  # greeting sent, no EHLO/HELO yet
+    READY = auto()  # EHLO done, no transaction
+    MAIL = auto()  # MAIL accepted, no recipient yet
+    RCPT = auto()  # at least one recipient accepted
+    DATA = auto()  # receiving a DATA body
+    BDAT = auto()  # a BDAT transaction is open between chunks
+    AUTH = auto()  # inside a SASL exchange
+    TLS_WAIT = auto()  # 220 to STARTTLS sent, handshake not done
+    CLOSED = auto()
+
+
+_S = State
+_SESSION = frozenset({_S.CONNECTED, _S.READY, _S.MAIL, _S.RCPT, _S.BDAT})
+_ALLOWED: dict[str, frozenset[State]] = {
+    "EHLO": _SESSION,
+    "HELO": _SESSION,
+    "MAIL": frozenset({_S.READY}),
+    "RCPT": frozenset({_S.MAIL, _S.RCPT}),
+    "DATA": frozenset({_S.MAIL, _S.RCPT}),
+    "BDAT": _SESSION,  # sequence errors are answered after the chunk is consumed
+    "RSET": _SESSION,
+    "NOOP": _SESSION,
+    "HELP": _SESSION,
+    "VRFY": _SESSION,
+    "EXPN": _SESSION,
+    "QUIT": _SESSION,
+    "STARTTLS": frozenset({_S.CONNECTED, _S.READY}),
+    "AUTH": frozenset({_S.READY}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    hostname: str
+    greeting: str = "ESMTP mailwright"
+    max_message_size: int = 50 * 1024 * 1024
+    max_recipients: int = 100
+    tls_available: bool = False  # STARTTLS can be offered
+    tls_active: bool = False  # the session is already under TLS (implicit TLS on 465)
+    auth_mechanisms: tuple[str, ...] = ()
+    auth_required: bool = False  # submission: no MAIL before AUTH
+    allow_plaintext_auth: bool = False
+
+
+class ServerConnection:
+    """One SMTP session, server side.  See the module docstring for the calling pattern."""
+
+    def __init__(self, settings: ServerSettings, nonce: Callable[[], str] = lambda: "0") -> None:
+        self.settings = settings
+        self._nonce = nonce
+        self.state = State.CONNECTED
+        self.tls_active = settings.tls_active
+        self.helo: str | None = None
+        self.extended = False
+        self.authenticated: str | None = None
+        self.mail_params = MailParams()
+        self.recipient_count = 0
+        self.errors = 0
+        self._in = bytearray()
+        self._out: list[bytes] = []
+        self._events: list[ev.Event] = []
+        self._pending: ev.Event | None = None
+        self._discarding_line = False
+        self._data: DataReceiver | None = None
+        self._bdat_left = 0  # octets of the current BDAT chunk still to come
+        self._bdat_last = False
+        self._bdat_failure: Reply | None = None
+        self._bdat_size = 0
+        self._sasl: ServerMechanism | None = None
+        self._sasl_final: Reply | None = None  # sent after the client acknowledges an error challenge
+        self._queue(Reply(220, None, f"{settings.hostname} {settings.greeting}"))
+
+    # -- the caller's side -------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
+    def paused(self) -> bool:
+        return self._pending is not None
+
+    @property
+    def wants_read(self) -> bool:
+        """False while enough is buffered that reading more would only grow memory."""
+        return len(self._in) < MAX_PENDING and not self.closed
+
+    def receive_data(self, data: bytes) -> None:
+        if self.state is State.CLOSED:
+            return
+        if self.state is State.TLS_WAIT:
+            return  # plaintext injected before the handshake: never parsed
+        self._in += data
+
+    def data_to_send(self) -> bytes:
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def next_event(self) -> ev.Event | None:
+        """The next event, or None when more bytes are needed or a reply is pending."""
+        while not self._events:
+            if self._pending is not None or self.state in (State.CLOSED, State.TLS_WAIT):
+                return None
+            if not self._step():
+                return None
+        event = self._events.pop(0)
+        if event.needs_reply:
+            self._pending = event
+        return event
+
+    def accept(self, reply: Reply | None = None) -> None:
+        """Answer the pending event positively (with the default reply unless one is given)."""
+        event = self._take_pending()
+        if isinstance(event, ev.Hello):
+            self.helo = event.hostname
+            self.extended = event.extended
+            self._reset_transaction()
+            self.state = State.READY
+            self._queue(reply or self._hello_reply(event))
+        elif isinstance(event, ev.Mail):
+            self.mail_params = event.params
+            self.recipient_count = 0
+            self.state = State.MAIL
+            self._queue(reply or R.SENDER_OK)
+        elif isinstance(event, ev.Rcpt):
+            self.recipient_count += 1
+            self.state = State.RCPT
+            self._queue(reply or R.RCPT_OK)
+        elif isinstance(event, ev.EndOfData):
+            self._reset_transaction()
+            self._queue(reply or R.OK)
+        elif isinstance(event, ev.AuthAttempt):
+            self.authenticated = event.credentials.authzid or event.credentials.authcid
+            self.state = State.READY
+            self._queue(reply or R.AUTH_OK)
+
+    def reject(self, reply: Reply) -> None:
+        """Answer the pending event with an error; the session state stays as before it."""
+        if reply.is_positive:
+            raise LocalProtocolError(f"reject() needs a 4xx/5xx reply, got {reply}")
+        event = self._take_pending()
+        if isinstance(event, ev.EndOfData):
+            self._reset_transaction()
+        elif isinstance(event, ev.AuthAttempt):
+            challenge = error_challenge(event.credentials.mechanism)
+            if challenge is not None and reply.code == 535:
+                # XOAUTH2/OAUTHBEARER: an error challenge first, the final reply after the
+                # client's empty response (RFC 7628 3.2.2).
+                self.state = State.AUTH
+                self._sasl_final = reply
+                self._queue(Reply(334, None, base64.b64encode(challenge.data).decode("ascii")))
+                return
+            self.state = State.READY
+        self._queue(reply)
+
+    def tls_started(self) -> None:
+        """The TLS handshake after STARTTLS succeeded: start the session over (RFC 3207 4.2)."""
+        if self.state is not State.TLS_WAIT:
+            raise LocalProtocolError("tls_started() without a STARTTLS in progress")
+        self.tls_active = True
+        self.helo = None
+        self.extended = False
+        self.authenticated = None
+        self._reset_transaction()
+        self._in.clear()
+        self.state = State.CONNECTED
+
+    def close_with(self, reply: Reply) -> None:
+        """Queue a final reply (421 time-out, shutdown) and close."""
+        self._queue(reply)
+        self.state = State.CLOSED
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _take_pending(self) -> ev.Event:
+        event = self._pending
+        if event is None:
+            raise LocalProtocolError("no event is waiting for a reply")
+        self._pending = None
+        return event
+
+    def _queue(self, reply: Reply) -> None:
+        self._out.append(reply.to_bytes())
+
+    def _error(self, reply: Reply) -> None:
+        self._queue(reply)
+        self.errors += 1
+        if self.errors >= MAX_ERRORS:
+            bye = Reply(421, "4.7.0", f"{self.settings.hostname} Too many errors, closing connection")
+            self._queue(bye)
+            self.state = State.CLOSED
+            self._events.append(ev.Closing(bye))
+
+    def _emit(self, event: ev.Event) -> None:
+        self._events.append(event)
+
+    def _reset_transaction(self) -> None:
+        self.mail_params = MailParams()
+        self.recipient_count = 0
+        self._data = None
+        self._bdat_failure = None
+        self._bdat_size = 0
+        if self.state in (State.MAIL, State.RCPT, State.DATA, State.BDAT):
+            self.state = State.READY
+
+    def _step(self) -> bool:
+        """Parse one unit of input. False when nothing more can be parsed yet."""
+        if self.state is State.DATA:
+            return self._step_data()
+        if self._bdat_left:
+            return self._step_bdat()
+        if self._discarding_line:
+            lf = self._in.find(b"\n")
+            if lf < 0:
+                del self._in[:-1]
+                return False
+            del self._in[: lf + 1]
+            self._discarding_line = False
+            self._error(R.LINE_TOO_LONG)
+            return True
+        got = split_line(self._in)
+        if got is None:
+            if len(self._in) > MAX_AUTH:
+                self._discarding_line = True
+                del self._in[:-1]
+            return False
+        line, bare = got
+        if bare:
+            self._error(R.BARE_LF_COMMAND)
+            return True
+        if self.state is State.AUTH:
+            self._sasl_response(line)
+            return True
+        self._command(line)
+        return True
+
+    def _command(self, line: bytes) -> None:
+        verb_b, _, arg_b = line.partition(b" ")
+        verb = verb_b.upper().decode("ascii", "replace")
+        limit = MAX_AUTH if verb == "AUTH" else MAX_MAIL_RCPT if verb in ("MAIL", "RCPT") else MAX_COMMAND
+        if len(line) + 2 > limit:
+            self._error(R.LINE_TOO_LONG)
+            return
+        if b"\x00" in line:
+            self._error(Reply(501, "5.5.2", "NUL octet in command"))
+            return
+        allowed = _ALLOWED.get(verb)
+        if allowed is None:
+            self._error(R.UNRECOGNIZED)
+            return
+        if self.state not in allowed:
+            self._error(self._sequence_reply(verb))
+            return
+        try:
+            arg = arg_b.decode("utf-8")
+        except UnicodeDecodeError:
+            self._error(Reply(501, "5.5.2", "Command is not valid UTF-8"))
+            return
+        handler = getattr(self, "_cmd_" + verb.lower())
+        try:
+            handler(arg)
+        except SMTPError as exc:
+            self._error(exc.reply)
+
+    def _sequence_reply(self, verb: str) -> Reply:
+        if verb == "MAIL" and self.state is State.CONNECTED:
+            return Reply(503, "5.5.1", "Send EHLO or HELO first")
+        if verb == "MAIL" and self.state in (State.MAIL, State.RCPT, State.BDAT):
+            return Reply(503, "5.5.1", "Sender already specified; send RSET to start over")
+        if verb in ("RCPT", "DATA", "BDAT"):
+            return Reply(503, "5.5.1", "Send MAIL first")
+        if verb == "AUTH" and self.state is State.CONNECTED:
+            return Reply(503, "5.5.1", "Send EHLO first")
+        if verb == "AUTH":
+            return Reply(503, "5.5.1", "AUTH is not permitted during a mail transaction")
+        if verb == "STARTTLS":
+            return Reply(503, "5.5.1", "STARTTLS is not permitted during a mail transaction")
+        return R.BAD_SEQUENCE
+
+    # -- commands --------------------------------------------------------------------------
+
+    def _cmd_ehlo(self, arg: str) -> None:
+        self._hello(arg, extended=True)
+
+    def _cmd_helo(self, arg: str) -> None:
+        self._hello(arg, extended=False)
+
+    def _hello(self, arg: str, *, extended: bool) -> None:
+        name = arg.strip()
+        if not name or " " in name or any(ord(c) < 33 for c in name):
+            raise SMTPError(Reply(501, "5.5.4", f"Syntax: {'EHLO' if extended else 'HELO'} hostname"))
+        if self.state in (State.MAIL, State.RCPT, State.BDAT):
+            self._emit(ev.TransactionReset())
+        self._emit(ev.Hello(name, extended))
+
+    def _keywords(self) -> list[str]:
+        s = self.settings
+        kws = ["PIPELINING", f"SIZE {s.max_message_size}"]
+        if s.tls_available and not self.tls_active:
+            kws.append("STARTTLS")
+        if s.auth_mechanisms and not self.authenticated and (self.tls_active or s.allow_plaintext_auth):
+            kws.append("AUTH " + " ".join(s.auth_mechanisms))
+        kws += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING"]
+        if self.tls_active:
+            kws.append("REQUIRETLS")  # RFC 8689 2: only offered on a TLS session
+        return kws
+
+    def enabled_extensions(self) -> frozenset[str]:
+        if not self.extended:
+            return frozenset()
+        return frozenset(k.split(" ", 1)[0] for k in self._keywords())
+
+    def _hello_reply(self, event: ev.Hello) -> Reply:
+        head = f"{self.settings.hostname} Hello {event.hostname}"
+        if not event.extended:
+            return Reply(250, None, head)
+        return Reply(250, None, [head, *self._keywords()])
+
+    def _cmd_mail(self, arg: str) -> None:
+        s = self.settings
+        if s.auth_required and not self.authenticated:
+            if s.tls_available and not self.tls_active and not s.allow_plaintext_auth:
+                raise SMTPError(R.TLS_REQUIRED)
+            raise SMTPError(R.AUTH_REQUIRED)
+        if arg[:5].upper() != "FROM:":
+            raise SMTPError(Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>"))
+        try:
+            sender, rest = parse_path(arg[5:], utf8=True, allow_null=True)
+        except AddressError as exc:
+            raise SMTPError(Reply(501, "5.1.7", f"Bad sender address syntax: {exc}")) from None
+        params = parse_mail_params(rest, self.enabled_extensions())
+        if sender is not None and sender.is_utf8 and not params.smtputf8:
+            raise SMTPError(R.SMTPUTF8_REQUIRED)
+        if params.size is not None and params.size > s.max_message_size:
+            raise SMTPError(R.MESSAGE_TOO_BIG)
+        self._emit(ev.Mail(sender, params, rest))
+
+    def _cmd_rcpt(self, arg: str) -> None:
+        if arg[:3].upper() != "TO:":
+            raise SMTPError(Reply(501, "5.5.4", "Syntax: RCPT TO:<address>"))
+        if self.recipient_count >= self.settings.max_recipients:
+            # 452 not 5xx: the client sends the rest in another transaction (RFC 5321 4.5.3.1.10).
+            self._queue(R.TOO_MANY_RECIPIENTS)
+            return
+        try:
+            rcpt, rest = self._postmaster(arg[3:]) or parse_path(arg[3:], utf8=True, allow_null=False)
+        except AddressError as exc:
+            raise SMTPError(Reply(501, "5.1.3", f"Bad recipient address syntax: {exc}")) from None
+        assert rcpt is not None
+        params = parse_rcpt_params(rest, self.enabled_extensions())
+        if rcpt.is_utf8 and not self.mail_params.smtputf8:
+            raise SMTPError(R.SMTPUTF8_REQUIRED)
+        self._emit(ev.Rcpt(rcpt, params, rest))
+
+    def _postmaster(self, text: str) -> tuple[Address, str] | None:
+        """RFC 5321 4.5.1: "<Postmaster>" with no domain must be accepted, for us."""
+        stripped = text.lstrip(" ")
+        if stripped[:12].lower() != "<postmaster>":
+            return None
+        return Address("postmaster", self.settings.hostname), stripped[12:].lstrip(" ")
+
+    def _cmd_data(self, arg: str) -> None:
+        if arg.strip():
+            raise SMTPError(Reply(501, "5.5.4", "DATA takes no arguments"))
+        if self.state is State.MAIL:
+            raise SMTPError(R.NO_VALID_RCPTS)
+        self._data = DataReceiver(self.settings.max_message_size)
+        self.state = State.DATA
+        self._queue(R.START_DATA)
+        self._emit(ev.BodyStart(chunked=False))
+
+    def _cmd_bdat(self, arg: str) -> None:
+        parts = arg.split()
+        if (
+            not 1 <= len(parts) <= 2
+            or not parts[0].isdigit()
+            or len(parts[0]) > 15
+            or (len(parts) == 2 and parts[1].upper() != "LAST")
+        ):
+            raise SMTPError(Reply(501, "5.5.4", "Syntax: BDAT size [LAST]"))
+        size = int(parts[0])
+        last = len(parts) == 2
+        self._bdat_left = size
+        self._bdat_last = last
+        # The chunk's octets must be consumed whatever we answer, or we lose sync (RFC 3030 2).
+        if not self.extended:
+            self._bdat_failure = Reply(503, "5.5.1", "CHUNKING was not negotiated: send EHLO first")
+        elif self.state is State.MAIL:
+            self._bdat_failure = R.NO_VALID_RCPTS
+        elif self.state not in (State.RCPT, State.BDAT):
+            self._bdat_failure = Reply(503, "5.5.1", "Send MAIL first")
+        if self.state is State.RCPT and self._bdat_failure is None:
+            self.state = State.BDAT
+            self._bdat_size = 0
+            self._emit(ev.BodyStart(chunked=True))
+        if size == 0:
+            self._end_bdat_chunk()
+
+    def _step_bdat(self) -> bool:
+        if not self._in:
+            return False
+        take = min(self._bdat_left, len(self._in))
+        chunk = bytes(self._in[:take])
+        del self._in[:take]
+        self._bdat_left -= take
+        if self._bdat_failure is None and self.state is State.BDAT:
+            self._bdat_size += take
+            if self._bdat_size > self.settings.max_message_size:
+                self._bdat_failure = R.MESSAGE_TOO_BIG
+            else:
+                self._emit(ev.BodyChunk(chunk))
+        if self._bdat_left == 0:
+            self._end_bdat_chunk()
+        return True
+
+    def _end_bdat_chunk(self) -> None:
+        failure = self._bdat_failure
+        if failure is not None:
+            if self.state is State.BDAT:
+                self._emit(ev.BodyRejected(failure))
+            self._reset_transaction()
+            self._error(failure)
+        elif self._bdat_last:
+            self._emit(ev.EndOfData(self._bdat_size))
+        else:
+            self._queue(Reply(250, "2.0.0", f"{self._bdat_size} octets received"))
+
+    def _step_data(self) -> bool:
+        data = self._data
+        assert data is not None
+        if not self._in:
+            return False
+        chunk = bytes(self._in)
+        self._in.clear()
+        body, after = data.feed(chunk)
+        if body:
+            self._emit(ev.BodyChunk(body))
+        if after is None:
+            return True
+        self._in[:0] = after
+        if data.failure is not None:
+            self._emit(ev.BodyRejected(data.failure))
+            self._reset_transaction()
+            self._error(data.failure)
+        else:
+            self._emit(ev.EndOfData(data.size))
+        self.state = State.READY
+        return True
+
+    def _cmd_rset(self, arg: str) -> None:
+        if self.state in (State.MAIL, State.RCPT, State.BDAT):
+            self._emit(ev.TransactionReset())
+        self._reset_transaction()
+        self._queue(R.RESET)
+
+    def _cmd_noop(self, arg: str) -> None:
+        self._queue(R.NOOP)
+
+    def _cmd_help(self, arg: str) -> None:
+        self._queue(R.HELP)
+
+    def _cmd_vrfy(self, arg: str) -> None:
+        if not arg.strip():
+            raise SMTPError(Reply(501, "5.5.4", "Syntax: VRFY address"))
+        self._queue(R.VRFY)
+
+    def _cmd_expn(self, arg: str) -> None:
+        self._queue(Reply(502, "5.5.1", "EXPN is disabled"))
+
+    def _cmd_quit(self, arg: str) -> None:
+        self._queue(Reply(221, "2.0.0", f"{self.settings.hostname} closing connection"))
+        if self.state in (State.MAIL, State.RCPT, State.BDAT):
+            self._emit(ev.TransactionReset())
+        self.state = State.CLOSED
+        self._emit(ev.Quit())
+
+    def _cmd_starttls(self, arg: str) -> None:
+        if arg.strip():
+            raise SMTPError(Reply(501, "5.5.4", "STARTTLS takes no arguments"))
+        if self.tls_active:
+            raise SMTPError(Reply(503, "5.5.1", "TLS already active"))
+        if not self.settings.tls_available:
+            raise SMTPError(Reply(502, "5.5.1", "STARTTLS not offered"))
+        self._queue(R.START_TLS)
+        self._in.clear()  # RFC 3207 6: drop anything pipelined after STARTTLS
+        self.state = State.TLS_WAIT
+        self._emit(ev.StartTLS())
+
+    def _cmd_auth(self, arg: str) -> None:
+        s = self.settings
+        if self.authenticated:
+            raise SMTPError(R.AUTH_ALREADY)
+        parts = arg.split(" ")
+        if not 1 <= len(parts) <= 2 or not parts[0]:
+            raise SMTPError(Reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]"))
+        name = parts[0].upper()
+        if not s.auth_mechanisms:
+            raise SMTPError(Reply(502, "5.5.1", "AUTH not offered on this port"))
+        if not self.tls_active and not s.allow_plaintext_auth:
+            raise SMTPError(R.ENCRYPTION_REQUIRED)
+        if name not in s.auth_mechanisms:
+            raise SMTPError(R.AUTH_MECH_UNKNOWN)
+        mech = server_mechanism(name, hostname=s.hostname, nonce=self._nonce())
+        initial = decode_response(parts[1].encode()) if len(parts) == 2 else None
+        self._sasl = mech
+        self._sasl_result(mech.start(initial))
+
+    def _sasl_response(self, line: bytes) -> None:
+        mech = self._sasl
+        try:
+            if len(line) + 2 > MAX_AUTH:
+                raise SMTPError(R.LINE_TOO_LONG)
+            if self._sasl_final is not None:
+                final, self._sasl_final = self._sasl_final, None
+                self._finish_auth()
+                self._error(final)
+                return
+            assert mech is not None
+            self._sasl_result(mech.step(decode_response(line)))
+        except SMTPError as exc:
+            self._finish_auth()
+            self._error(exc.reply)
+
+    def _sasl_result(self, result: Challenge | Credentials) -> None:
+        if isinstance(result, Challenge):
+            self.state = State.AUTH
+            self._queue(Reply(334, None, base64.b64encode(result.data).decode("ascii")))
+            return
+        self._finish_auth()
+        self._emit(ev.AuthAttempt(result))
+
+    def _finish_auth(self) -> None:
+        self._sasl = None
+        self.state = State.READY

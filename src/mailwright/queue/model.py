@@ -1,0 +1,104 @@
+"""Queue data model: envelopes, recipient states, message summaries, and queue ids.
+
+Pure data, shared by every queue store, the scheduler, delivery and the operator tools.
+
+Invariants:
+- All types are frozen; a change of state is a new value written by a store.
+- `Envelope.sender` is "" for the null reverse path (RFC 5321 section 4.5.5); addresses are kept
+  as received (mailbox text without angle brackets).
+- `Recipient.notify` / `Recipient.orcpt` keep the DSN parameters as given (RFC 3461 sections 4.1, 4.2)
+  so that relaying can pass them on unchanged; `Envelope.mail_params` likewise keeps the MAIL FROM
+  parameter text (RFC 5321 section 4.1.1.2).
+- Queue ids are 16 characters of Crockford base32 (digits and upper-case letters without I, L, O, U):
+  9 characters of milliseconds since the epoch, then 7 random characters (35 bits). They sort by
+  arrival time (to the millisecond), and are safe as file names.
+
+Not responsible for: persistence (see `store` and `sqlite`), retry policy (the scheduler), or
+validating address syntax (the protocol layer did that before anything reached the queue).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_TIME_CHARS = 9  # 45 bits of milliseconds: good until the year 3084
+_RANDOM_CHARS = 7  # 35 random bits per millisecond keep collisions negligible
+QUEUE_ID_LENGTH = _TIME_CHARS + _RANDOM_CHARS
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One RCPT TO as accepted: mailbox text and the DSN parameters as given."""
+
+    address: str
+    notify: str | None = None
+    orcpt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The accepted SMTP envelope plus the session facts a relay needs later."""
+
+    sender: str
+    recipients: tuple[Recipient, ...]
+    mail_params: str = ""
+    client_ip: str = ""
+    helo: str = ""
+    auth_user: str | None = None
+    tls: bool = False
+    received_at: float = 0.0
+
+
+class RecipientState(StrEnum):
+    QUEUED = "queued"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientStatus:
+    """Delivery progress for one recipient of a queued message."""
+
+    address: str
+    state: RecipientState
+    attempts: int
+    last_reply: str | None
+    next_attempt: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageInfo:
+    """What an operator sees about one queued message (no body)."""
+
+    id: str
+    sender: str
+    size: int
+    received_at: float
+    held: bool
+    client_ip: str
+    auth_user: str | None
+    recipients: tuple[RecipientStatus, ...]
+
+
+def _encode(value: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        out.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+def new_queue_id(now: float | None = None) -> str:
+    """A fresh queue id: time-sortable prefix, random suffix (see module docstring)."""
+    millis = int((time.time() if now is None else now) * 1000)
+    return _encode(millis, _TIME_CHARS) + _encode(secrets.randbits(5 * _RANDOM_CHARS), _RANDOM_CHARS)
+
+
+def is_queue_id(text: str) -> bool:
+    """True when `text` has the shape of a queue id (used before building file names from it)."""
+    return len(text) == QUEUE_ID_LENGTH and all(c in _CROCKFORD for c in text)

@@ -1,0 +1,237 @@
+"""Spool directory for message bodies, and the streaming body writer that spills into it.
+
+A `SpoolWriter` keeps a body in memory up to `inline_limit` bytes; beyond that it moves what it has
+into a temporary file `spool/<random>.tmp` and appends every further chunk there (no fsync: this runs
+on the event loop thread). At commit time the store's writer thread calls `finish(final_name)`, which
+fsyncs the file, closes it and renames it to its final name; the store then fsyncs the spool directory
+once per batch (`Spool.sync_directory`) before it commits the rows that reference those names.
+
+Invariants:
+- At most `inline_limit` bytes of a body are held in memory; spilled bodies cost one file descriptor.
+- Order on disk: file data fsync -> rename -> directory fsync -> database commit. So a committed row
+  never names a file that could vanish in a crash; a crash in between leaves only files no row names,
+  which `Spool.sweep` removes at startup.
+- Any failure removes what the writer created (temp or final file): nothing half-written stays.
+- OSError is mapped to SMTP meaning by `storage_error`: ENOSPC/EDQUOT -> 452 4.3.1, anything else
+  -> 451 4.3.0 (RFC 3463 section 3.4 / 3.3).
+
+Not responsible for: which files are referenced (the store knows), or body content (never parsed).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+
+from mailwright.protocol.reply import R, SMTPError
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_TMP_SUFFIX = ".tmp"
+READ_CHUNK = 64 * 1024
+
+
+def storage_error(exc: OSError) -> SMTPError:
+    """The SMTP error a client should see for a storage failure."""
+    if exc.errno in _FULL_ERRNOS:
+        return SMTPError(R.STORAGE_FULL)
+    return SMTPError(R.LOCAL_ERROR)
+
+
+class Spool:
+    """The directory holding spilled bodies; names are plain file names inside it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def create(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        if "/" in name or name in ("", ".", ".."):
+            raise ValueError(f"bad spool file name {name!r}")
+        return self.directory / name
+
+    def new_temp(self) -> tuple[Path, int]:
+        """Create a fresh temp file (exclusive) and return its path and a raw write descriptor."""
+        while True:
+            path = self.directory / (secrets.token_hex(8) + _TMP_SUFFIX)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                continue
+            return path, fd
+
+    def sync_directory(self) -> None:
+        """Make renames inside the spool durable (the directory entry is data too)."""
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def remove(self, name: str) -> bool:
+        try:
+            self.path(name).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def names(self) -> set[str]:
+        return {entry.name for entry in os.scandir(self.directory) if entry.is_file(follow_symlinks=False)}
+
+    def sweep(self, referenced: set[str]) -> list[str]:
+        """Remove every file no row references (temp files and renamed-but-uncommitted bodies)."""
+        removed = []
+        for name in sorted(self.names() - referenced):
+            if self.remove(name):
+                removed.append(name)
+        return removed
+
+    def read(self, name: str) -> Iterator[bytes]:
+        """Stream a stored body. The file is opened now, so a later delete cannot cut the stream."""
+        f = open(self.path(name), "rb")  # noqa: SIM115 - closed by the generator below
+
+        def chunks() -> Iterator[bytes]:
+            with f:
+                while chunk := f.read(READ_CHUNK):
+                    yield chunk
+
+        return chunks()
+
+
+class _State(Enum):
+    OPEN = "open"
+    FAILED = "failed"
+    COMMITTING = "committing"
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+class SpoolWriter:
+    """A `MessageWriter`: memory up to `inline_limit`, then a temp file in the spool."""
+
+    __slots__ = ("_buffer", "_error", "_fd", "_inline_limit", "_path", "_spool", "_state", "size")
+
+    def __init__(self, spool: Spool, inline_limit: int) -> None:
+        self.size = 0
+        self._spool = spool
+        self._inline_limit = inline_limit
+        self._buffer: bytearray | None = bytearray()
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._state = _State.OPEN
+        self._error: SMTPError | None = None
+
+    @property
+    def spilled(self) -> bool:
+        return self._fd is not None
+
+    @property
+    def inline_body(self) -> bytes | None:
+        """The body when it stayed in memory; None once it spilled to a file."""
+        return None if self._buffer is None else bytes(self._buffer)
+
+    def write(self, chunk: bytes) -> None:
+        if self._state is _State.FAILED:
+            assert self._error is not None
+            raise self._error
+        if self._state is not _State.OPEN:
+            raise RuntimeError(f"write() on a message writer that is {self._state.value}")
+        if not chunk:
+            return
+        try:
+            if self._buffer is not None:
+                if len(self._buffer) + len(chunk) <= self._inline_limit:
+                    self._buffer += chunk
+                    self.size += len(chunk)
+                    return
+                self._path, self._fd = self._spool.new_temp()
+                pending, self._buffer = bytes(self._buffer), None
+                self._write_all(pending)
+            self._write_all(chunk)
+        except OSError as exc:
+            self._fail(storage_error(exc))
+            assert self._error is not None
+            raise self._error from exc
+        self.size += len(chunk)
+
+    def _write_all(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def _fail(self, error: SMTPError) -> None:
+        self._discard_file()
+        self._buffer = None
+        self._state = _State.FAILED
+        self._error = error
+
+    def _discard_file(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+        if self._path is not None:
+            try:
+                self._path.unlink()
+            except FileNotFoundError:
+                pass
+            self._path = None
+
+    def begin_commit(self) -> None:
+        """Hand the writer over to the store's writer thread; the loop thread stops touching it."""
+        if self._state is _State.FAILED:
+            assert self._error is not None
+            raise self._error
+        if self._state is not _State.OPEN:
+            raise RuntimeError(f"commit of a message writer that is {self._state.value}")
+        self._state = _State.COMMITTING
+
+    def finish(self, final_name: str) -> str | None:
+        """Writer thread: make a spilled body durable under `final_name`; None for inline bodies.
+
+        Raises SMTPError (after removing the file) when the body cannot be made durable.
+        """
+        if self._fd is None:
+            return None
+        assert self._path is not None
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            final = self._spool.path(final_name)
+            # Only the store's single writer thread creates final names, so this check cannot race;
+            # it keeps a colliding id from clobbering a committed body.
+            if final.exists():
+                raise FileExistsError(errno.EEXIST, "spool file exists", str(final))
+            os.rename(self._path, final)
+            self._path = final
+        except OSError as exc:
+            self._fail(storage_error(exc))
+            assert self._error is not None
+            raise self._error from exc
+        return final_name
+
+    def settle(self, committed: bool) -> None:
+        """Writer thread: the rows are committed (keep the file) or were not (remove it)."""
+        if committed:
+            self._path = None
+            self._state = _State.DONE
+        else:
+            self._discard_file()
+            self._state = _State.ABORTED
+
+    def abort(self) -> None:
+        """Discard a message being received; a no-op once committing has begun."""
+        if self._state in (_State.OPEN, _State.FAILED):
+            self._discard_file()
+            self._buffer = None
+            self._state = _State.ABORTED

@@ -1,0 +1,239 @@
+"""The user store: SQLite table of submission users, their password hashes and owned senders.
+
+Table ``users(name PRIMARY KEY, password_hash, cram_secret NULL, addresses)``; ``addresses`` is
+a JSON list of the sender addresses a user may use, each ``local@domain`` or ``@domain`` (any
+local part at that domain).  A user whose name is an address owns that address by default.
+
+CRAM-MD5 (RFC 2195) costs security: the server computes HMAC-MD5 keyed with the password, so it
+must keep a plaintext-equivalent secret.  ``cram_secret`` is therefore stored, in the clear,
+only for users added with ``cram=True``; whoever can read the database can log in as them.  The
+scrypt hash is kept for every user and is what PLAIN and LOGIN are checked against.
+
+Invariants:
+- Usernames are 1..255 characters with no control characters and no surrounding white space;
+  the domain part of a name containing "@" is lower-cased (domains are case-insensitive,
+  RFC 5321 section 2.4), the local part is kept as written.
+- `verify_password` costs one scrypt whether or not the user exists (a dummy hash is checked
+  for unknown names), so timing does not reveal which names exist.
+- The database file is created with mode 0600 and its directory with 0700.
+- One connection, used under a lock, so the object may be shared with worker threads; changes
+  made by another process (the ``user`` command) are seen by the next call.
+
+Not responsible for: SASL mechanics (``mailwright.protocol.sasl``), counting failed attempts
+(``mailwright.limits.auth_failures``), or deciding which policy applies owned senders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from mailwright.users import passwords
+
+SCHEMA_VERSION = 1
+MAX_NAME = 255
+MAX_ADDRESS = 254
+
+
+class UserError(ValueError):
+    """A request the store refuses: invalid name or address, user exists, newer schema."""
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    name: str
+    addresses: tuple[str, ...]
+    cram_md5: bool
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
+
+
+def _norm_domain(domain: str) -> str:
+    domain = domain.rstrip(".").lower()
+    if not domain.isascii():
+        try:
+            return domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return domain
+    return domain
+
+
+def normalize_name(name: str) -> str:
+    """Validate a username and return its canonical form; raises UserError."""
+    if not name or len(name) > MAX_NAME:
+        raise UserError(f"username must be 1 to {MAX_NAME} characters")
+    if _has_control(name):
+        raise UserError("username must not contain control characters")
+    if name != name.strip():
+        raise UserError("username must not start or end with white space")
+    local, at, domain = name.rpartition("@")
+    if at and local and domain:
+        return f"{local}@{_norm_domain(domain)}"
+    return name
+
+
+def normalize_address(address: str) -> str:
+    """Validate an owned-sender entry ("local@domain" or "@domain"); raises UserError."""
+    local, at, domain = address.strip().rpartition("@")
+    bad = not at or not domain or len(address) > MAX_ADDRESS or _has_control(address)
+    bad = bad or any(c.isspace() or c in "<>" for c in address.strip())
+    bad = bad or "@" in domain or local.endswith("@") or domain.startswith(".")
+    if bad:
+        raise UserError(f"{address!r} is not a sender address (write user@example.org or @example.org)")
+    return f"{local}@{_norm_domain(domain)}"
+
+
+def _is_address(name: str) -> bool:
+    local, at, domain = name.rpartition("@")
+    return bool(at and local and domain and "@" not in local)
+
+
+class UserStore:
+    """Users in one SQLite file; see the module docstring."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        try:
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise UserError(f"{self.path} was written by a newer mailwright (schema {version})")
+        if version < SCHEMA_VERSION:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS users ("
+                " name TEXT PRIMARY KEY,"
+                " password_hash TEXT NOT NULL,"
+                " cram_secret TEXT,"
+                " addresses TEXT NOT NULL DEFAULT '[]')"
+            )
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> UserStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _row(self, name: str, columns: str) -> tuple[object, ...] | None:
+        try:
+            key = normalize_name(name)
+        except UserError:
+            return None
+        with self._lock:
+            row: tuple[object, ...] | None = self._db.execute(
+                f"SELECT {columns} FROM users WHERE name = ?", (key,)
+            ).fetchone()
+        return row
+
+    def add(
+        self, name: str, password: str, *, addresses: Iterable[str] | None = None, cram: bool = False
+    ) -> UserInfo:
+        key = normalize_name(name)
+        if not password:
+            raise UserError("password must not be empty")
+        if addresses is None:
+            owned = [key] if _is_address(key) else []
+        else:
+            owned = list(dict.fromkeys(normalize_address(a) for a in addresses))
+        encoded = passwords.hash_password(password)
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO users (name, password_hash, cram_secret, addresses) VALUES (?, ?, ?, ?)",
+                    (key, encoded, password if cram else None, json.dumps(owned)),
+                )
+            except sqlite3.IntegrityError:
+                raise UserError(f"user {key!r} already exists") from None
+        return UserInfo(key, tuple(owned), cram)
+
+    def set_password(self, name: str, password: str, *, cram: bool = False) -> bool:
+        """Replace a user's password (and CRAM-MD5 secret); False when there is no such user."""
+        key = normalize_name(name)
+        if not password:
+            raise UserError("password must not be empty")
+        encoded = passwords.hash_password(password)
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE users SET password_hash = ?, cram_secret = ? WHERE name = ?",
+                (encoded, password if cram else None, key),
+            )
+        return cur.rowcount > 0
+
+    def delete(self, name: str) -> bool:
+        key = normalize_name(name)
+        with self._lock:
+            cur = self._db.execute("DELETE FROM users WHERE name = ?", (key,))
+        return cur.rowcount > 0
+
+    def get(self, name: str) -> UserInfo | None:
+        row = self._row(name, "name, addresses, cram_secret IS NOT NULL")
+        return None if row is None else _info(row)
+
+    def verify_password(self, name: str, password: str) -> bool:
+        """Check a password; one scrypt (~50 ms) either way.  Blocking: see averify_password."""
+        row = self._row(name, "password_hash")
+        if row is None:
+            passwords.verify(password, passwords.DUMMY_HASH)
+            return False
+        return passwords.verify(password, str(row[0]))
+
+    async def averify_password(self, name: str, password: str) -> bool:
+        """`verify_password` in a worker thread, so the event loop keeps serving others."""
+        return await asyncio.to_thread(self.verify_password, name, password)
+
+    def cram_secret(self, name: str) -> str | None:
+        """The plaintext-equivalent CRAM-MD5 secret, or None (no user, or not enabled)."""
+        row = self._row(name, "cram_secret")
+        return None if row is None or row[0] is None else str(row[0])
+
+    def owns_sender(self, name: str, address: str) -> bool:
+        """Whether user `name` may use `address` as its envelope sender.
+
+        Domains compare case-insensitively; local parts exactly (RFC 5321 section 2.4 leaves them
+        case-sensitive).  The null sender ``<>`` is never owned; policy decides about it.
+        """
+        info = self.get(name)
+        local, at, domain = address.rpartition("@")
+        if info is None or not at or not local or not domain:
+            return False
+        wanted = f"{local}@{_norm_domain(domain)}"
+        pattern = f"@{_norm_domain(domain)}"
+        return any(owned in (wanted, pattern) for owned in info.addresses)
+
+    def list(self) -> builtins.list[UserInfo]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, addresses, cram_secret IS NOT NULL FROM users ORDER BY name"
+            ).fetchall()
+        return [_info(row) for row in rows]
+
+
+def _info(row: tuple[object, ...]) -> UserInfo:
+    addresses = json.loads(str(row[1]))
+    return UserInfo(name=str(row[0]), addresses=tuple(str(a) for a in addresses), cram_md5=bool(row[2]))

@@ -1,0 +1,354 @@
+"""Tests for mailwright.config.loader and schema: defaults, the documented example, and errors."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mailwright.config import loader, schema
+from mailwright.config.loader import ConfigError, load
+from mailwright.config.schema import ListenerConfig, check_warnings, default_listeners, unprivileged_note
+
+
+def write(tmp_path: Path, text: str, name: str = "mailwright.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def error_of(path: Path, **kwargs: object) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(path, env={"HOME": str(path.parent)}, **kwargs)  # type: ignore[arg-type]
+    return str(info.value)
+
+
+def test_defaults_non_root(tmp_path: Path) -> None:
+    config = load(None, env={"MAILWRIGHT_STATE_DIR": str(tmp_path)}, is_root=False)
+    assert config.state_dir == tmp_path
+    assert config.listeners == default_listeners(False)
+    assert [(lc.role, lc.port) for lc in config.listeners] == [
+        ("mx", 2500),
+        ("submission", 5870),
+        ("submissions", 4650),
+        ("submission", 2525),
+    ]
+    assert all(lc.address == "127.0.0.1" for lc in config.listeners)
+    assert config.queue.directory == tmp_path / "queue"
+    assert config.users_db == tmp_path / "users.db"
+    assert config.tls_dir == tmp_path / "tls"
+    assert config.local_domains == (config.hostname.lower(),)
+    assert config.auth.mechanisms == ("PLAIN", "LOGIN")
+    assert config.limits.max_recipients == 100 and config.limits.command_timeout == 300.0
+    note = unprivileged_note(config)
+    assert note is not None and "2500" in note and "root" in note
+
+
+def test_defaults_root_and_state_dir_choices(tmp_path: Path) -> None:
+    config = load(None, env={}, is_root=True)
+    assert config.state_dir == Path("/var/lib/mailwright")
+    assert [(lc.role, lc.port) for lc in config.listeners] == [
+        ("mx", 25),
+        ("submission", 587),
+        ("submissions", 465),
+        ("submission", 2525),
+    ]
+    assert unprivileged_note(config) is None
+    home = load(None, env={"HOME": str(tmp_path)}, is_root=False)
+    assert home.state_dir == tmp_path / ".local" / "state" / "mailwright"
+
+
+def _docstring_example() -> str:
+    doc = loader.__doc__ or ""
+    block = doc.split("::\n", 1)[1]
+    lines = []
+    for line in block.splitlines():
+        if line and not line.startswith("    "):
+            break
+        lines.append(line[4:])
+    return "\n".join(lines)
+
+
+def test_documented_example_loads(tmp_path: Path) -> None:
+    (tmp_path / "fullchain.pem").write_text("cert")
+    (tmp_path / "privkey.pem").write_text("key")
+    text = _docstring_example().replace("/etc/mailwright/", f"{tmp_path}/")
+    assert "[[listeners]]" in text and "[limits]" in text
+    config = load(write(tmp_path, text), env={}, is_root=True)
+    assert config.hostname == "mail.example.org"
+    assert config.local_domains == ("example.org",) and config.relay_domains == ("example.net",)
+    assert config.listeners == (
+        ListenerConfig("mx", "0.0.0.0", 25),
+        ListenerConfig("submission", "127.0.0.1", 587, allow_plaintext_auth=True),
+    )
+    assert config.listeners[1].plaintext_auth_allowed
+    assert config.tls.cert == tmp_path / "fullchain.pem" and config.tls.key == tmp_path / "privkey.pem"
+    assert config.users_db == Path("/var/lib/mailwright/users.db")
+    assert config.limits.max_message_size == 52428800
+    assert config.queue.directory == Path("/var/lib/mailwright/queue")
+    assert config.source == tmp_path / "mailwright.toml"
+
+
+def test_listener_port_defaults_to_role_and_paths_are_relative_to_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        hostname = "mx.example.org"
+        state_dir = "state"
+        [[listeners]]
+        role = "submissions"
+        [queue]
+        directory = "~/spool"
+    """,
+    )
+    config = load(path, env={"HOME": "/home/op", "MAILWRIGHT_STATE_DIR": "/elsewhere"}, is_root=False)
+    assert config.listeners == (ListenerConfig("submissions", "127.0.0.1", 465),)
+    assert config.state_dir == tmp_path / "state"  # the file wins over the environment
+    assert config.queue.directory == Path("/home/op/spool")
+    assert config.users_db == tmp_path / "state" / "users.db"
+    assert config.local_domains == ("mx.example.org",)
+
+
+def test_range_error_names_line_key_and_fix(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        hostname = "mail.example.org"
+
+        [limits]
+        max_connections = 10
+        max_recipients = -3
+    """,
+    )
+    assert error_of(path) == (
+        f"{path}:5: limits.max_recipients = -3: must be a whole number >= 1 (fix: set it to 100, the default)"
+    )
+
+
+def test_type_errors(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [limits]
+        max_recipients = "100"
+        command_timeout = true
+        [auth]
+        sender_must_be_owned = "yes"
+    """,
+    )
+    message = error_of(path)
+    assert f'{path}:2: limits.max_recipients = "100": must be a whole number, not a string' in message
+    assert "(fix: write it without quotes: max_recipients = 100)" in message
+    assert f"{path}:3: limits.command_timeout = true: must be a number of seconds, not a boolean" in message
+    assert f'{path}:5: auth.sender_must_be_owned = "yes": must be true or false' in message
+    assert len(message.splitlines()) == 3  # every problem reported, one line each
+
+
+def test_unknown_keys_suggest(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        hostname = "mail.example.org"
+        [limit]
+        max_recipients = 5
+        [auth]
+        max_failure = 3
+        [[listeners]]
+        role = "mx"
+        adress = "0.0.0.0"
+    """,
+    )
+    message = error_of(path)
+    assert f"{path}:2: limit: unknown key (fix: did you mean 'limits'?)" in message
+    assert f"{path}:5: auth.max_failure: unknown key (fix: did you mean 'max_failures'?)" in message
+    assert f"{path}:8: listeners[0].adress: unknown key (fix: did you mean 'address'?)" in message
+
+
+def test_listener_errors(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [[listeners]]
+        role = "submision"
+
+        [[listeners]]
+        role = "mx"
+        port = 70000
+
+        [[listeners]]
+        port = 2525
+
+        [[listeners]]
+        role = "mx"
+        address = "[::1]"
+    """,
+    )
+    message = error_of(path)
+    assert (
+        f'{path}:2: listeners[0].role = "submision": unknown listener role '
+        "(fix: did you mean 'submission'?)" in message
+    )
+    assert f"{path}:6: listeners[1].port = 70000: must be a whole number from 1 to 65535" in message
+    assert f"{path}:8: listeners[2]: has no role (fix: add role = " in message
+    assert (
+        f'{path}:13: listeners[3].address = "[::1]": brackets are not needed (fix: write address = "::1")'
+        in message
+    )
+
+
+def test_duplicate_and_wildcard_listeners(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [[listeners]]
+        role = "mx"
+        address = "0.0.0.0"
+        port = 2500
+        [[listeners]]
+        role = "submission"
+        address = "127.0.0.1"
+        port = 2500
+        [[listeners]]
+        role = "submission"
+        address = "::1"
+        port = 2500
+        [[listeners]]
+        role = "submissions"
+        address = "::1"
+        port = 2500
+    """,
+    )
+    message = error_of(path)
+    assert f"{path}:8: listeners[1].port = 2500: conflicts with listeners[0] on 0.0.0.0 port 2500" in message
+    assert f"{path}:16: listeners[3].port = 2500: conflicts with listeners[2] on ::1 port 2500" in message
+    # ::1 does not clash with the IPv4 wildcard, so listeners[2] itself is fine.
+    assert len(message.splitlines()) == 2
+
+
+def test_tls_pairs_and_unreadable_files(tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x")
+    only_cert = write(tmp_path, f'[tls]\ncert = "{cert}"\n')
+    assert f"{only_cert}:2: tls.cert: tls.cert is set but tls.key is not (fix: add key = " in error_of(
+        only_cert
+    )
+    only_key = write(tmp_path, f'[tls]\nkey = "{cert}"\n', "b.toml")
+    assert "tls.key is set but tls.cert is not (fix: add cert = " in error_of(only_key)
+    missing = write(tmp_path, f'[tls]\ncert = "{cert}"\nkey = "missing.pem"\n', "c.toml")
+    message = error_of(missing)
+    assert f'{missing}:3: tls.key = "{tmp_path / "missing.pem"}": cannot read it: No such file' in message
+    assert "(fix: check the path" in message
+
+
+def test_mechanisms(tmp_path: Path) -> None:
+    bad = write(tmp_path, '[auth]\nmechanisms = ["PLAIN", "DIGEST-MD5", "plain"]\n')
+    message = error_of(bad)
+    assert (
+        "unknown SASL mechanism 'DIGEST-MD5'" in message
+        and '(fix: choose from "PLAIN", "LOGIN", "CRAM-MD5")' in message
+    )
+    assert "PLAIN is listed twice" in message
+    good = write(tmp_path, '[auth]\nmechanisms = ["plain", "CRAM-MD5"]\n', "good.toml")
+    config = load(good, env={}, is_root=True)
+    assert config.auth.mechanisms == ("PLAIN", "CRAM-MD5")
+    assert any("CRAM-MD5" in w and "plaintext-equivalent" in w for w in check_warnings(config, is_root=True))
+
+
+def test_toml_syntax_error_names_line(tmp_path: Path) -> None:
+    path = write(tmp_path, 'hostname = "a.example"\n\n[limits]\nmax_recipients = = 3\n')
+    message = error_of(path)
+    assert message.startswith(f"{path}:4: TOML syntax error:") and "(fix:" in message
+
+
+def test_unreadable_and_non_utf8_file(tmp_path: Path) -> None:
+    assert "cannot read the configuration file" in error_of(tmp_path / "nope.toml")
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'hostname = "caf\xe9.example"\n')
+    assert "not UTF-8" in error_of(path)
+
+
+def test_domains_and_hostname(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        hostname = "bad host"
+        local_domains = ["Example.ORG", "ex@mple.org"]
+        relay_domains = ["example.org"]
+    """,
+    )
+    message = error_of(path)
+    assert f'{path}:1: hostname = "bad host": is not a host name' in message
+    assert (
+        f'{path}:2: local_domains = ["Example.ORG", "ex@mple.org"]: "ex@mple.org" is not a domain name'
+        in message
+    )
+    assert f'{path}:3: relay_domains = ["example.org"]: example.org is also in local_domains' in message
+
+
+def test_empty_listeners_and_bad_table_type(tmp_path: Path) -> None:
+    path = write(tmp_path, "listeners = []\nlimits = 3\n")
+    message = error_of(path)
+    assert f"{path}:1: listeners: must be one or more [[listeners]] tables, not an empty list" in message
+    assert f"{path}:2: limits = 3: must be a table, not a whole number" in message
+
+
+def test_warnings(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [[listeners]]
+        role = "submission"
+        address = "0.0.0.0"
+        port = 587
+        allow_plaintext_auth = true
+        [limits]
+        max_recipients = 10
+        command_timeout = 30
+    """,
+    )
+    config = load(path, env={}, is_root=False)
+    assert not config.listeners[0].plaintext_auth_allowed
+    warnings = "\n".join(check_warnings(config, is_root=False))
+    assert "allow_plaintext_auth is ignored because 0.0.0.0 is not a loopback address" in warnings
+    assert "port 587 is privileged" in warnings
+    assert "RFC 5321 4.5.3.1.8" in warnings and "4.5.3.2.7" in warnings
+    assert config.limits.command_timeout == 30.0 and isinstance(config.limits.command_timeout, float)
+    assert "privileged" not in "\n".join(check_warnings(config, is_root=True))
+
+
+def test_schema_listener_helpers() -> None:
+    assert ListenerConfig("submission", "localhost", allow_plaintext_auth=True).plaintext_auth_allowed
+    assert ListenerConfig("submission", "::1", allow_plaintext_auth=True).plaintext_auth_allowed
+    assert not ListenerConfig("submission", "::1").plaintext_auth_allowed
+    assert ListenerConfig("submissions", "::1", 465).describe() == "submissions [::1]:465 (implicit TLS)"
+    assert schema.STANDARD_PORTS["mx"] == 25
+
+
+def test_huge_and_infinite_numbers_are_errors_not_crashes(tmp_path: Path) -> None:
+    path = write(tmp_path, "[limits]\ncommand_timeout = 1" + "0" * 400 + "\n[auth]\nlockout = inf\n")
+    message = error_of(path)
+    assert f"{path}:2: limits.command_timeout = 1000" in message
+    assert f"{path}:4: auth.lockout = inf: must be a number of seconds >= 0 and at most a year" in message
+
+
+def test_clash_reported_against_the_right_entry_after_a_bad_one(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [[listeners]]
+        role = "bogus"
+        [[listeners]]
+        role = "mx"
+        address = "127.0.0.2"
+        port = 2500
+        [[listeners]]
+        role = "mx"
+        address = "127.0.0.2"
+        port = 2500
+    """,
+    )
+    assert (
+        f"{path}:10: listeners[2].port = 2500: conflicts with listeners[1] on 127.0.0.2 port 2500"
+        in error_of(path)
+    )

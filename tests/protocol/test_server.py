@@ -1,0 +1,280 @@
+"""Server-role engine: smuggling, STARTTLS injection, AUTH, limits, chunked feeding."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailwright.protocol import events as ev
+from mailwright.protocol.reply import Reply
+from mailwright.protocol.server import MAX_PENDING, ServerConnection, ServerSettings
+
+BASE = ServerSettings(hostname="mx.test", max_message_size=10_000, max_recipients=3, tls_available=True)
+
+
+class Harness:
+    """Wires a ServerConnection to a list of events and a reply log, accepting everything."""
+
+    def __init__(self, settings: ServerSettings = BASE, auth_ok: bool = True) -> None:
+        self.conn = ServerConnection(settings, nonce=lambda: "1234.5678")
+        self.events: list[ev.Event] = []
+        self.messages: list[bytes] = []
+        self.body = bytearray()
+        self.auth_ok = auth_ok
+        self.out = self.conn.data_to_send()
+
+    def send(self, data: bytes) -> list[str]:
+        self.conn.receive_data(data)
+        while (event := self.conn.next_event()) is not None:
+            self.events.append(event)
+            if isinstance(event, ev.BodyChunk):
+                self.body += event.data
+            elif isinstance(event, ev.EndOfData):
+                self.messages.append(bytes(self.body))
+                self.body.clear()
+                self.conn.accept(Reply(250, "2.0.0", f"OK queued as Q{len(self.messages)}"))
+            elif isinstance(event, ev.BodyRejected | ev.TransactionReset):
+                self.body.clear()
+            elif isinstance(event, ev.AuthAttempt):
+                if self.auth_ok:
+                    self.conn.accept()
+                else:
+                    self.conn.reject(Reply(535, "5.7.8", "Authentication credentials invalid"))
+            elif event.needs_reply:
+                self.conn.accept()
+        out = self.conn.data_to_send()
+        return out.decode().splitlines()
+
+    def start_transaction(self) -> None:
+        self.send(b"EHLO c.test\r\n")
+        assert self.send(b"MAIL FROM:<a@c.test>\r\nRCPT TO:<b@mx.test>\r\nDATA\r\n")[-1].startswith("354")
+
+
+SMUGGLING = [
+    b"\n.\n",
+    b"\n.\r\n",
+    b"\r.\r",
+    b"\r\n.\r",
+    b"\r.\r\n",
+    b"\n.\r",
+    b"\r\n.\n",
+    b"\r\n\x00.\r\n",
+    b"\n\n.\n\n",
+]
+
+
+@pytest.mark.parametrize("seq", SMUGGLING, ids=lambda s: repr(s))
+def test_smuggling_sequence_never_ends_message(seq: bytes) -> None:
+    h = Harness()
+    h.start_transaction()
+    smuggled = (
+        b"Subject: one\r\n\r\nfirst"
+        + seq
+        + b"MAIL FROM:<evil@c.test>\r\nRCPT TO:<victim@mx.test>\r\nDATA\r\n"
+    )
+    replies = h.send(smuggled)
+    # Nothing inside the message was parsed as a command: no reply at all yet.
+    assert replies == []
+    assert not any(isinstance(e, ev.Mail) and str(e.sender) == "evil@c.test" for e in h.events)
+    replies = h.send(b"smuggled body\r\n.\r\n")
+    # Exactly one reply for exactly one message, and it is a refusal when bare CR/LF occurred.
+    assert len(replies) == 1
+    if seq.replace(b"\r\n", b"").count(b"\r") or seq.replace(b"\r\n", b"").count(b"\n"):
+        assert replies[0].startswith("550 5.6.0"), replies
+        assert h.messages == []
+    else:
+        assert replies[0].startswith("250"), replies
+        assert len(h.messages) == 1
+    # The session is still in step: a real command works afterwards.
+    assert h.send(b"NOOP\r\n") == ["250 2.0.0 OK"]
+
+
+@pytest.mark.parametrize("seq", SMUGGLING, ids=lambda s: repr(s))
+def test_smuggling_sequence_byte_by_byte(seq: bytes) -> None:
+    h = Harness()
+    h.start_transaction()
+    data = b"x" + seq + b"RSET\r\n.\r\n"
+    replies: list[str] = []
+    for i in range(len(data)):
+        replies += h.send(data[i : i + 1])
+    assert len(replies) == 1 and replies[0].startswith(("550", "250"))
+    assert not any(isinstance(e, ev.TransactionReset) for e in h.events)
+
+
+def test_only_crlf_dot_crlf_ends_data_and_unstuffs() -> None:
+    h = Harness()
+    h.start_transaction()
+    replies = h.send(b"..one\r\n.two\r\n...\r\n\r\n.\r\n")
+    assert replies == ["250 2.0.0 OK queued as Q1"]
+    assert h.messages == [b".one\r\ntwo\r\n..\r\n\r\n"]
+
+
+def test_empty_message_and_terminator_split_everywhere() -> None:
+    msg = b"Subject: split\r\n\r\n.dot\r\nend\r\n.\r\n"
+    for cut in range(1, len(msg)):
+        h = Harness()
+        h.start_transaction()
+        replies = h.send(msg[:cut]) + h.send(msg[cut:])
+        assert replies == ["250 2.0.0 OK queued as Q1"], cut
+        assert h.messages == [b"Subject: split\r\n\r\ndot\r\nend\r\n"], cut
+    h = Harness()
+    h.start_transaction()
+    assert h.send(b".\r\n") == ["250 2.0.0 OK queued as Q1"]
+    assert h.messages == [b""]
+
+
+def test_message_too_big_is_552_and_session_survives() -> None:
+    h = Harness()
+    h.start_transaction()
+    replies = h.send((b"y" * 900 + b"\r\n") * 12 + b".\r\n")
+    assert replies == ["552 5.3.4 Message size exceeds fixed maximum message size"]
+    assert h.send(b"MAIL FROM:<a@c.test>\r\n") == ["250 2.1.0 Sender OK"]
+
+
+def test_size_parameter_over_limit() -> None:
+    h = Harness()
+    h.send(b"EHLO c.test\r\n")
+    assert h.send(b"MAIL FROM:<a@c.test> SIZE=10001\r\n")[0].startswith("552 5.3.4")
+
+
+def test_text_line_limit() -> None:
+    h = Harness()
+    h.start_transaction()
+    assert h.send(b"x" * 998 + b"\r\n.\r\n") == ["250 2.0.0 OK queued as Q1"]
+    h.start_transaction()
+    assert h.send(b"x" * 999 + b"\r\n.\r\n")[0].startswith("550 5.6.0 Message line longer")
+    h.start_transaction()
+    # A very long line arriving in pieces is not held in memory, and still fails.
+    for _ in range(50):
+        h.send(b"z" * 100)
+    assert h.send(b"\r\n.\r\n")[0].startswith("550 5.6.0")
+
+
+def test_too_many_recipients_is_452_453() -> None:
+    h = Harness()
+    h.send(b"EHLO c.test\r\nMAIL FROM:<a@c.test>\r\n")
+    rcpts = b"".join(b"RCPT TO:<r%d@mx.test>\r\n" % i for i in range(5))
+    replies = h.send(rcpts)
+    assert replies[:3] == ["250 2.1.5 Recipient OK"] * 3
+    assert replies[3:] == ["452 4.5.3 Too many recipients"] * 2
+
+
+def test_starttls_discards_pipelined_plaintext() -> None:
+    h = Harness()
+    h.send(b"EHLO c.test\r\n")
+    replies = h.send(b"STARTTLS\r\nMAIL FROM:<injected@c.test>\r\nRCPT TO:<x@mx.test>\r\n")
+    assert replies == ["220 2.0.0 Ready to start TLS"]
+    assert isinstance(h.events[-1], ev.StartTLS)
+    h.conn.receive_data(b"RSET\r\n")  # arrives during the handshake: dropped too
+    h.conn.tls_started()
+    assert h.send(b"MAIL FROM:<a@c.test>\r\n") == ["503 5.5.1 Send EHLO or HELO first"]
+    ehlo = h.send(b"EHLO c.test\r\n")
+    assert "250-STARTTLS" not in ehlo and ehlo[-1] == "250 REQUIRETLS"
+    assert not any(isinstance(e, ev.Mail) for e in h.events)
+
+
+def test_auth_requires_tls_and_is_not_advertised_in_plaintext() -> None:
+    s = ServerSettings(hostname="mx.test", tls_available=True, auth_mechanisms=("PLAIN",), auth_required=True)
+    h = Harness(s)
+    ehlo = h.send(b"EHLO c.test\r\n")
+    assert not any("AUTH" in line for line in ehlo)
+    assert h.send(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n") == [
+        "538 5.7.11 Encryption required for requested authentication mechanism"
+    ]
+    assert h.send(b"MAIL FROM:<a@c.test>\r\n") == ["530 5.7.0 Must issue a STARTTLS command first"]
+
+
+@pytest.mark.parametrize("ok", [True, False])
+def test_auth_plain_and_login_flows(ok: bool) -> None:
+    s = ServerSettings(
+        hostname="mx.test", tls_active=True, auth_mechanisms=("PLAIN", "LOGIN"), auth_required=True
+    )
+    h = Harness(s, auth_ok=ok)
+    assert "250-AUTH PLAIN LOGIN" in h.send(b"EHLO c.test\r\n")
+    assert h.send(b"MAIL FROM:<a@c.test>\r\n") == ["530 5.7.0 Authentication required"]
+    replies = h.send(b"AUTH LOGIN\r\n")
+    assert replies == ["334 " + base64.b64encode(b"Username:").decode()]
+    assert h.send(base64.b64encode(b"alice") + b"\r\n") == ["334 " + base64.b64encode(b"Password:").decode()]
+    final = h.send(base64.b64encode(b"secret") + b"\r\n")
+    cred = next(e for e in h.events if isinstance(e, ev.AuthAttempt)).credentials
+    assert (cred.authcid, cred.password) == ("alice", "secret")
+    if ok:
+        assert final == ["235 2.7.0 Authentication successful"]
+        assert h.send(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n") == ["503 5.5.1 Already authenticated"]
+        assert h.send(b"MAIL FROM:<a@c.test>\r\n") == ["250 2.1.0 Sender OK"]
+    else:
+        assert final == ["535 5.7.8 Authentication credentials invalid"]
+        assert h.send(b"MAIL FROM:<a@c.test>\r\n") == ["530 5.7.0 Authentication required"]
+
+
+def test_auth_bad_base64_and_cancel() -> None:
+    s = ServerSettings(hostname="mx.test", tls_active=True, auth_mechanisms=("PLAIN", "LOGIN"))
+    h = Harness(s)
+    h.send(b"EHLO c.test\r\n")
+    assert h.send(b"AUTH PLAIN !!!\r\n")[0].startswith("501")
+    assert h.send(b"AUTH LOGIN\r\n")[0].startswith("334")
+    assert h.send(b"*\r\n")[0].startswith("501 5.7.0")
+    assert h.send(b"AUTH NOPE\r\n") == ["504 5.5.4 Unrecognized authentication type"]
+    assert h.send(b"NOOP\r\n") == ["250 2.0.0 OK"]
+
+
+def test_too_many_errors_closes_with_421() -> None:
+    h = Harness()
+    replies = h.send(b"BOGUS\r\n" * 25)
+    assert replies[-1].startswith("421 4.7.0")
+    assert h.conn.closed
+    assert isinstance(h.events[-1], ev.Closing)
+    assert h.send(b"NOOP\r\n") == []
+
+
+def test_receive_buffer_is_bounded_while_paused() -> None:
+    h = Harness()
+    h.conn.receive_data(b"EHLO c.test\r\n" + b"NOOP\r\n" * (MAX_PENDING // 6 + 1))
+    event = h.conn.next_event()
+    assert isinstance(event, ev.Hello)  # paused: awaiting our reply
+    assert not h.conn.wants_read  # the caller must stop reading now
+
+
+def test_reject_needs_error_reply() -> None:
+    h = Harness()
+    h.conn.receive_data(b"EHLO c.test\r\n")
+    assert h.conn.next_event() is not None
+    with pytest.raises(Exception, match="4xx/5xx"):
+        h.conn.reject(Reply(250, "2.0.0", "fine"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=20))
+def test_arbitrary_input_never_raises(chunks: list[bytes]) -> None:
+    h = Harness(
+        ServerSettings(hostname="mx.test", tls_active=True, auth_mechanisms=("PLAIN", "LOGIN", "CRAM-MD5"))
+    )
+    for c in chunks:
+        for line in h.send(c):
+            code = int(line[:3])
+            assert 200 <= code <= 599
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000), st.lists(st.integers(1, 50), max_size=30))
+def test_body_round_trips_through_any_split(body: bytes, cuts: list[int]) -> None:
+    # Normalise to a clean CRLF body without bare CR/LF or long lines, then dot-stuff it.
+    lines = body.replace(b"\r", b"").split(b"\n")
+    clean = b"".join(line[:900] + b"\r\n" for line in lines)
+    stuffed = b"".join(
+        (b"." + ln if ln.startswith(b".") else ln) + b"\r\n" for ln in clean.split(b"\r\n")[:-1]
+    )
+    wire = stuffed + b".\r\n"
+    h = Harness(ServerSettings(hostname="mx.test", max_message_size=10**6))
+    h.start_transaction()
+    replies: list[str] = []
+    pos = 0
+    for cut in cuts:
+        replies += h.send(wire[pos : pos + cut])
+        pos += cut
+    replies += h.send(wire[pos:])
+    assert replies == ["250 2.0.0 OK queued as Q1"]
+    assert h.messages == [clean]

@@ -1,0 +1,374 @@
+"""SQLiteQueueStore: round trips, spilling, group commit, durability across reopen, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sqlite3
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from queue_helpers import body_of, commit_bytes, envelope, read_all
+
+from mailwright.protocol.reply import R, SMTPError
+from mailwright.queue import sqlite as sqlite_mod
+from mailwright.queue.model import Envelope, Recipient, RecipientState
+from mailwright.queue.sqlite import QueueLocked, SQLiteQueueStore
+
+
+def spool_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in (directory / "spool").iterdir())
+
+
+def test_inline_round_trip(tmp_path: Path) -> None:
+    data = body_of(3000)
+    env = envelope(n_rcpt=2)
+
+    async def main() -> str:
+        store = SQLiteQueueStore(tmp_path)
+        try:
+            qid = await commit_bytes(store, data, env, chunk=700)
+            info = store.get_message(qid)
+            assert info is not None
+            assert info.id == qid and info.size == len(data) and not info.held
+            assert info.sender == "alice@example.org" and info.client_ip == "127.0.0.1"
+            assert info.auth_user == "alice"
+            assert [r.address for r in info.recipients] == ["r0@example.net", "r1@example.net"]
+            assert all(r.state is RecipientState.QUEUED and r.attempts == 0 for r in info.recipients)
+            assert abs(info.received_at - time.time()) < 60
+            got = store.get_envelope(qid)
+            assert got is not None
+            assert got.recipients == env.recipients
+            assert (got.mail_params, got.helo, got.tls, got.auth_user) == (
+                env.mail_params,
+                env.helo,
+                True,
+                "alice",
+            )
+            assert read_all(store, qid) == data
+            assert spool_files(tmp_path) == []  # small bodies live in the database
+            return qid
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_spilled_5mb_round_trip(tmp_path: Path) -> None:
+    data = body_of(5 * 1024 * 1024 + 17, tag=b"big")
+
+    async def main() -> None:
+        store = SQLiteQueueStore(tmp_path)
+        try:
+            qid = await commit_bytes(store, data, chunk=65_521)
+            assert spool_files(tmp_path) == [f"{qid}.msg"]
+            info = store.get_message(qid)
+            assert info is not None and info.size == len(data)
+            chunks = list(store.read_body(qid))
+            assert max(len(c) for c in chunks) <= 64 * 1024
+            assert b"".join(chunks) == data
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_inline_limit_boundary(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = SQLiteQueueStore(tmp_path, inline_limit=1000)
+        try:
+            at_limit = await commit_bytes(store, body_of(1000), chunk=300)
+            assert spool_files(tmp_path) == []
+            over = await commit_bytes(store, body_of(1001), chunk=300)
+            assert spool_files(tmp_path) == [f"{over}.msg"]
+            assert read_all(store, at_limit) == body_of(1000)
+            assert read_all(store, over) == body_of(1001)
+            empty = await commit_bytes(store, b"")
+            assert read_all(store, empty) == b""
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_hold_release_delete(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = SQLiteQueueStore(tmp_path, inline_limit=100)
+        try:
+            small = await commit_bytes(store, body_of(50))
+            big = await commit_bytes(store, body_of(5000))
+            assert store.hold(big) is True
+            assert store.hold(big) is True  # idempotent
+            held = {m.id: m.held for m in store.list_messages()}
+            assert held == {small: False, big: True}
+            assert store.release(big) is True
+            assert store.get_message(big).held is False  # type: ignore[union-attr]
+            assert store.delete(big) is True
+            assert store.get_message(big) is None
+            assert spool_files(tmp_path) == []  # its body file went with it
+            with pytest.raises(KeyError):
+                store.read_body(big)
+            assert store.delete(big) is False
+            for op in (store.hold, store.release, store.delete):
+                assert op("0000000000000000") is False
+            assert store.get_message("0000000000000000") is None
+            assert store.get_envelope("0000000000000000") is None
+            assert [m.id for m in store.list_messages()] == [small]
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_abort_removes_temp_file_and_commit_after_abort_is_refused(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = SQLiteQueueStore(tmp_path, inline_limit=10)
+        try:
+            writer = store.open_message()
+            writer.write(b"y" * 100)
+            assert len(spool_files(tmp_path)) == 1 and spool_files(tmp_path)[0].endswith(".tmp")
+            store.abort(writer)
+            store.abort(writer)  # idempotent
+            assert spool_files(tmp_path) == []
+            with pytest.raises(RuntimeError):
+                writer.write(b"more")
+            with pytest.raises(TypeError):
+                await store.commit(writer, envelope())
+            assert store.list_messages() == []
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_group_commit_groups_and_resolves_only_after_commit(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = SQLiteQueueStore(tmp_path)
+        try:
+            # Hold the database write lock from another connection: no COMMIT can happen, so no
+            # commit() may complete however long we wait.
+            blocker = sqlite3.connect(tmp_path / "queue.db", isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+
+            async def one(i: int) -> str:
+                qid = await commit_bytes(store, body_of(500 + i, tag=str(i).encode()))
+                # Visible to an unrelated connection the moment commit() returns: it was COMMITted.
+                assert store.get_message(qid) is not None
+                return qid
+
+            tasks = [asyncio.create_task(one(i)) for i in range(200)]
+            await asyncio.sleep(0.3)
+            assert not any(t.done() for t in tasks)
+            assert store.stats.transactions == 0
+            blocker.execute("ROLLBACK")
+            blocker.close()
+            ids = await asyncio.gather(*tasks)
+            assert len(set(ids)) == 200
+            assert store.stats.messages == 200
+            assert store.stats.transactions <= 10, store.stats
+            assert store.stats.largest_batch >= 100
+            for i, qid in enumerate(ids[:20]):
+                assert read_all(store, qid) == body_of(500 + i, tag=str(i).encode())
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("size", [50, 5000], ids=["inline", "spilled"])
+def test_failure_in_a_batch_affects_only_the_failing_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, size: int
+) -> None:
+    async def main() -> None:
+        store = SQLiteQueueStore(tmp_path, inline_limit=100)
+        try:
+            blocker = sqlite3.connect(tmp_path / "queue.db", isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            first = asyncio.create_task(commit_bytes(store, body_of(50)))
+            await asyncio.sleep(0.05)  # the writer thread now waits for the lock with `first`
+            # Two more jobs with the same id (a forced collision) land in the next batch together.
+            monkeypatch.setattr(sqlite_mod, "new_queue_id", lambda now=None: "DUPDUPDUPDUPDUP0")
+            dup_a = asyncio.create_task(commit_bytes(store, body_of(size, tag=b"a")))
+            dup_b = asyncio.create_task(commit_bytes(store, body_of(size, tag=b"b")))
+            await asyncio.sleep(0.05)
+            with caplog.at_level(logging.WARNING, logger="mailwright.queue.sqlite"):
+                blocker.execute("ROLLBACK")
+                blocker.close()
+                results = await asyncio.gather(first, dup_a, dup_b, return_exceptions=True)
+            assert isinstance(results[0], str)
+            ok = [r for r in results[1:] if isinstance(r, str)]
+            bad = [r for r in results[1:] if isinstance(r, SMTPError)]
+            assert ok == ["DUPDUPDUPDUPDUP0"] and len(bad) == 1
+            assert bad[0].reply == R.LOCAL_ERROR
+            assert store.stats.messages == 2 and store.stats.failed == 1
+            winner = read_all(store, "DUPDUPDUPDUPDUP0")
+            assert winner in (body_of(size, tag=b"a"), body_of(size, tag=b"b"))
+            if size > 100:
+                # The loser's file neither lingers nor clobbers the winner's body.
+                assert spool_files(tmp_path) == ["DUPDUPDUPDUPDUP0.msg"]
+            else:
+                # The shared transaction failed and was retried job by job.
+                shared = [re.search(r"transaction of (\d+) message", r.getMessage()) for r in caplog.records]
+                assert any(m and int(m.group(1)) >= 2 for m in shared), [
+                    r.getMessage() for r in caplog.records
+                ]
+                assert spool_files(tmp_path) == []
+            monkeypatch.undo()
+            after = await commit_bytes(store, body_of(size, tag=b"after"))  # the writer is not wedged
+            assert read_all(store, after) == body_of(size, tag=b"after")
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_50mb_body_streams_in_little_memory(tmp_path: Path) -> None:
+    chunk = b"z" * (64 * 1024 - 2) + b"\r\n"
+
+    async def main() -> int:
+        store = SQLiteQueueStore(tmp_path)
+        try:
+            tracemalloc.start()
+            try:
+                writer = store.open_message()
+                for _ in range(800):
+                    writer.write(chunk)
+                qid = await store.commit(writer, envelope())
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert writer.size == 800 * len(chunk)
+            total = sum(len(c) for c in store.read_body(qid))
+            assert total == 800 * len(chunk)
+            return peak
+        finally:
+            await store.close()
+
+    peak = asyncio.run(main())
+    print(f"tracemalloc peak while queueing 50 MB: {peak} bytes")
+    assert peak < 5 * 1024 * 1024, f"peak {peak} bytes"
+
+
+def test_durable_across_reopen(tmp_path: Path) -> None:
+    small, big = body_of(2000, tag=b"s"), body_of(300_000, tag=b"b")
+
+    async def first() -> tuple[str, str]:
+        store = SQLiteQueueStore(tmp_path)
+        try:
+            return await commit_bytes(store, small), await commit_bytes(store, big)
+        finally:
+            await store.close()
+
+    async def second(ids: tuple[str, str]) -> None:
+        store = SQLiteQueueStore(tmp_path)
+        try:
+            assert sorted(m.id for m in store.list_messages()) == sorted(ids)
+            assert read_all(store, ids[0]) == small
+            assert read_all(store, ids[1]) == big
+            third = await commit_bytes(store, small)  # the reopened store keeps working
+            assert len(store.list_messages()) == 3 and third not in ids
+        finally:
+            await store.close()
+
+    ids = asyncio.run(first())
+    asyncio.run(second(ids))
+
+
+def test_startup_recovery_removes_orphans_and_reports_lost_bodies(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def first() -> tuple[str, str]:
+        store = SQLiteQueueStore(tmp_path, inline_limit=10)
+        try:
+            return await commit_bytes(store, body_of(100)), await commit_bytes(store, body_of(200))
+        finally:
+            await store.close()
+
+    keep, lose = asyncio.run(first())
+    spool = tmp_path / "spool"
+    (spool / "deadbeefdeadbeef.tmp").write_bytes(b"half a message")
+    (spool / "1ZZZZZZZZZZZZZZZ.msg").write_bytes(b"renamed but never committed")
+    (spool / f"{lose}.msg").unlink()
+
+    async def second() -> None:
+        with caplog.at_level(logging.INFO, logger="mailwright.queue.sqlite"):
+            store = SQLiteQueueStore(tmp_path)
+        try:
+            assert spool_files(tmp_path) == [f"{keep}.msg"]
+            assert {m.id for m in store.list_messages()} == {keep, lose}  # reported, not dropped
+            with pytest.raises(FileNotFoundError):
+                read_all(store, lose)
+        finally:
+            await store.close()
+
+    asyncio.run(second())
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(lose in e for e in errors), errors
+    assert any("orphan" in r.getMessage() for r in caplog.records)
+
+
+def test_one_writer_process_but_operators_may_read(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = SQLiteQueueStore(tmp_path)
+        try:
+            with pytest.raises(QueueLocked):
+                SQLiteQueueStore(tmp_path)
+            qid = await commit_bytes(store, body_of(100))
+            operator = SQLiteQueueStore(tmp_path, writer=False)
+            assert [m.id for m in operator.list_messages()] == [qid]
+            assert operator.hold(qid)
+            assert store.get_message(qid).held  # type: ignore[union-attr]
+            with pytest.raises(SMTPError):
+                operator.open_message()
+        finally:
+            await store.close()
+        again = SQLiteQueueStore(tmp_path)  # the lock is released by close()
+        await again.close()
+
+    asyncio.run(main())
+    with pytest.raises(FileNotFoundError):
+        SQLiteQueueStore(tmp_path / "missing", writer=False)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_commit_after_close_is_refused_and_close_drains(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = SQLiteQueueStore(tmp_path)
+        writers = []
+        for i in range(20):
+            w = store.open_message()
+            w.write(body_of(100, tag=str(i).encode()))
+            writers.append(w)
+        tasks = [asyncio.create_task(store.commit(w, envelope())) for w in writers]
+        await asyncio.sleep(0)  # all 20 jobs are queued, none necessarily committed
+        await store.close()
+        ids = [t.result() for t in tasks]  # close() waited for every queued job
+        assert len(set(ids)) == 20
+        late = store.open_message
+        with pytest.raises(SMTPError) as info:
+            late()
+        assert info.value.reply == R.SHUTTING_DOWN
+        assert len(store.list_messages()) == 20  # the operator API still reads after close
+
+    asyncio.run(main())
+
+
+def test_null_sender_and_envelope_without_received_at(tmp_path: Path) -> None:
+    env = Envelope(sender="", recipients=(Recipient("bob@example.org"),))
+
+    async def main() -> None:
+        store = SQLiteQueueStore(tmp_path)
+        try:
+            qid = await commit_bytes(store, b"Subject: bounce\r\n\r\nx\r\n", env)
+            got = store.get_envelope(qid)
+            assert got is not None and got.sender == "" and got.received_at > 0
+            assert got.recipients == (Recipient("bob@example.org"),)
+            with pytest.raises(ValueError):
+                await commit_bytes(store, b"x", Envelope("a@b", ()))
+        finally:
+            await store.close()
+
+    asyncio.run(main())

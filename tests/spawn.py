@@ -1,0 +1,208 @@
+"""Spawn a real `mailwright serve` process for interop and end-to-end tests.
+
+The server gets its own state directory, a trustme CA-signed certificate for "mx.test",
+free loopback ports for each listener role, and one user (alice@mx.test, with a CRAM-MD5
+secret).  Tests talk to it over real sockets with real TLS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trustme
+
+USER = "alice@mx.test"
+PASSWORD = "correct horse battery staple"
+LOCAL_DOMAIN = "mx.test"
+RELAY_DOMAIN = "relay.test"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class SpawnedServer:
+    root: Path
+    ca_file: Path
+    ports: dict[str, int]
+    config: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.root / "server.log"
+
+    @property
+    def queue_db(self) -> Path:
+        return self.root / "state" / "queue" / "queue.db"
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mailwright.cli.main", "--config", str(self.config), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def start(self, wait: float = 20.0) -> None:
+        env = dict(os.environ, MAILWRIGHT_LOG="INFO")
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mailwright.cli.main", "--config", str(self.config), "serve"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
+            if all(_listening(p) for p in self.ports.values()):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not start: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def queued(self) -> dict[str, list[str]]:
+        """Queue id → recipients, read straight from the queue database."""
+        if not self.queue_db.exists():
+            return {}
+        db = sqlite3.connect(self.queue_db, timeout=10)
+        try:
+            out: dict[str, list[str]] = {}
+            for mid, rcpt in db.execute(
+                "SELECT m.id, r.address FROM messages m"
+                " JOIN recipients r ON r.message_id = m.id ORDER BY r.idx"
+            ):
+                out.setdefault(mid, []).append(rcpt)
+            return out
+        finally:
+            db.close()
+
+    def body(self, queue_id: str) -> bytes:
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mailwright.cli.main",
+                "--config",
+                str(self.config),
+                "queue",
+                "show",
+                "--body",
+                queue_id,
+            ],
+            capture_output=True,
+            timeout=60,
+        )
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        return True
+    return False
+
+
+def make_server(
+    root: Path, *, extra: str = "", limits: str = "", queue_dir: Path | None = None
+) -> SpawnedServer:
+    """Write config, certificate and user for a server under `root` (not started)."""
+    root.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    cert = ca.issue_cert(LOCAL_DOMAIN, "localhost", "127.0.0.1")
+    ca_file = root / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert_file, key_file = root / "cert.pem", root / "key.pem"
+    cert.private_key_pem.write_to_path(str(key_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    for pem in cert.cert_chain_pems[1:]:
+        pem.write_to_path(str(cert_file), append=True)
+    ports = {"mx": free_port(), "submission": free_port(), "submissions": free_port(), "alt": free_port()}
+    queue_line = f'\n[queue]\ndirectory = "{queue_dir}"\n' if queue_dir else ""
+    config = root / "mailwright.toml"
+    config.write_text(
+        f"""
+hostname = "{LOCAL_DOMAIN}"
+state_dir = "{root / "state"}"
+local_domains = ["{LOCAL_DOMAIN}"]
+relay_domains = ["{RELAY_DOMAIN}"]
+{extra}
+[[listeners]]
+role = "mx"
+address = "127.0.0.1"
+port = {ports["mx"]}
+
+[[listeners]]
+role = "submission"
+address = "127.0.0.1"
+port = {ports["submission"]}
+
+[[listeners]]
+role = "submissions"
+address = "127.0.0.1"
+port = {ports["submissions"]}
+
+[[listeners]]
+role = "submission"
+address = "127.0.0.1"
+port = {ports["alt"]}
+
+[tls]
+cert = "{cert_file}"
+key = "{key_file}"
+
+[auth]
+mechanisms = ["PLAIN", "LOGIN", "CRAM-MD5"]
+max_failures = 3
+lockout = 5.0
+
+[limits]
+max_connections = 20000
+max_connections_per_ip = 20000
+{limits}
+{queue_line}"""
+    )
+    server = SpawnedServer(root, ca_file, ports, config)
+    res = server.cli("user", "add", USER, "--cram-md5", "--password-stdin", stdin=PASSWORD + "\n")
+    assert res.returncode == 0, res.stderr
+    return server
+
+
+@contextlib.contextmanager
+def running_server(root: Path, **kwargs: object) -> Iterator[SpawnedServer]:
+    server = make_server(root, **kwargs)  # type: ignore[arg-type]
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
