@@ -74,7 +74,7 @@ class Server:
         self.tls: ReloadableServerContext | None = None
         self.store: SQLiteQueueStore | None = None
         self.ctx: ServerContext | None = None
-        self.stopping = asyncio.Event()
+        self.sweeper: asyncio.Future[None] | None = None
 
     def _tls(self) -> ReloadableServerContext:
         cfg = self.config
@@ -113,6 +113,7 @@ class Server:
             command_timeout=cfg.limits.command_timeout,
             data_timeout=cfg.limits.data_timeout,
         )
+        self.sweeper = asyncio.ensure_future(ctx.sweep())
         loop = asyncio.get_running_loop()
         note = unprivileged_note(cfg)
         if note:
@@ -155,6 +156,8 @@ class Server:
             log.error("TLS reload failed, keeping the old certificate: %s", exc)
 
     async def stop(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.cancel()
         for server in self.servers:
             server.close()
         ctx = self.ctx

@@ -88,7 +88,12 @@ def submission(
     smtp: smtplib.SMTP
     if port_name == "submissions":
         smtp = smtplib.SMTP_SSL(
-            HOST, srv.ports[port_name], local_hostname="client.test", context=ctx, source_address=src, timeout=30
+            HOST,
+            srv.ports[port_name],
+            local_hostname="client.test",
+            context=ctx,
+            source_address=src,
+            timeout=30,
         )
         smtp.ehlo()
     else:
@@ -100,14 +105,10 @@ def submission(
         assert code == 220, resp
         smtp.ehlo()
     if login:
-        code, resp = smtp.auth("PLAIN", smtp.auth_plain, initial_response_ok=True) if _set_creds(smtp) else (0, b"")
+        smtp.user, smtp.password = USER, PASSWORD
+        code, resp = smtp.auth("PLAIN", smtp.auth_plain)
         assert code == 235, resp
     return smtp
-
-
-def _set_creds(smtp: smtplib.SMTP) -> bool:
-    smtp.user, smtp.password = USER, PASSWORD
-    return True
 
 
 def unfolded_headers(message: bytes) -> list[str]:
@@ -116,8 +117,9 @@ def unfolded_headers(message: bytes) -> list[str]:
     return re.sub(r"\r\n[ \t]+", " ", head).split("\r\n")
 
 
-def have(tool: str) -> str:
-    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None)
+def tool_path(tool: str) -> str:
+    """Where a peer program lives; CI installs every peer, so a missing one is a failure."""
+    path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/usr/bin")
     if path is None:
-        pytest.skip(f"{tool} is not installed")
+        pytest.fail(f"{tool} is not installed (the interop suite needs it)")
     return path

@@ -114,6 +114,19 @@ class ServerContext:
         self.data_timeout = data_timeout
         self.sessions: set[SMTPSession] = set()
 
+    async def sweep(self) -> None:
+        """Close sessions whose peer has been silent past its deadline (RFC 5321 4.5.3.2).
+
+        Sessions waiting on our own work (a commit, a password check) are not timed out.
+        """
+        loop = asyncio.get_running_loop()
+        interval = min(1.0, self.command_timeout / 4, self.data_timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for session in [s for s in self.sessions if s.deadline < now and s.task is None]:
+                session._timed_out()
+
 
 class SMTPSession(asyncio.Protocol):
     def __init__(self, ctx: ServerContext, listener: ListenerRuntime) -> None:
@@ -125,7 +138,7 @@ class SMTPSession(asyncio.Protocol):
         self.peer_ip = "?"
         self.admitted = False
         self.task: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # loop time after which the peer has been silent too long
         self.reading_paused = False
         self.write_paused = False
         self.tls_facts: str | None = None
@@ -170,8 +183,6 @@ class SMTPSession(asyncio.Protocol):
             self.ctx.limits.release(self.peer_ip)
             self.admitted = False
         self.ctx.sessions.discard(self)
-        if self.timer is not None:
-            self.timer.cancel()
         if self.task is not None and not self.task.done():
             self.task.cancel()
         self._drop_transaction()
@@ -227,11 +238,10 @@ class SMTPSession(asyncio.Protocol):
             transport.pause_reading()
 
     def _arm_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        in_body = self.writer is not None
-        delay = self.ctx.data_timeout if in_body else self.ctx.command_timeout
-        self.timer = self.loop.call_later(delay, self._timed_out)
+        # A deadline, not a TimerHandle per read: one sweeper (ServerContext.sweep) checks
+        # them all, which is far cheaper than cancelling and re-arming a timer per packet.
+        delay = self.ctx.data_timeout if self.writer is not None else self.ctx.command_timeout
+        self.deadline = self.loop.time() + delay
 
     def _timed_out(self) -> None:
         if self.conn is not None and not self.conn.closed:

@@ -63,6 +63,7 @@ from mailwright.protocol.reply import Reply, parse_reply_line, reply_from_lines
 __all__ = [
     "MAX_AUTH_LINE",
     "MAX_COMMAND_LINE",
+    "MAX_PARAM_LINE",
     "ClientConnection",
     "LocalProtocolError",
     "RemoteProtocolError",
@@ -70,6 +71,8 @@ __all__ = [
 ]
 
 MAX_COMMAND_LINE = 512
+# RFC 1869 lets extensions lengthen MAIL/RCPT (ENVID, ORCPT, AUTH=); the server takes 2048 too.
+MAX_PARAM_LINE = 2048
 MAX_AUTH_LINE = 12288
 
 # Commands after which nothing may be pipelined: their outcome changes what may follow.
@@ -94,7 +97,13 @@ class RemoteProtocolError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ReplyEvent:
-    """A reply and the command it answers ("GREETING", "EHLO", ..., "DATA-END", "BDAT")."""
+    """A reply and the command it answers.
+
+    `command` is one of "GREETING", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "DATA-END"
+    (the reply after the end-of-data terminator), "BDAT", "RSET", "NOOP", "QUIT",
+    "STARTTLS", "AUTH" (also for replies to 334 answers), "VRFY", or "UNSOLICITED" for a
+    421 that arrived while no command was outstanding.
+    """
 
     command: str
     reply: Reply
@@ -293,7 +302,8 @@ class ClientConnection:
         self._require_greeted("MAIL")
         if self._tx is not _Tx.NONE:
             raise LocalProtocolError("MAIL sent while a transaction is open; finish it or RSET")
-        data = self._encode("MAIL", f"MAIL FROM:<{sender}>" + (f" {params}" if params else ""))
+        line = f"MAIL FROM:<{sender}>" + (f" {params}" if params else "")
+        data = self._encode("MAIL", line, MAX_PARAM_LINE if params else MAX_COMMAND_LINE)
         self._new_txn()
         self._queue("MAIL", data)
         self._tx = _Tx.MAIL
@@ -306,7 +316,8 @@ class ClientConnection:
         self._can_issue("RCPT")
         if self._tx is not _Tx.MAIL:
             raise LocalProtocolError("RCPT needs MAIL first (and cannot follow DATA or BDAT)")
-        self._send("RCPT", f"RCPT TO:<{recipient}>" + (f" {params}" if params else ""))
+        line = f"RCPT TO:<{recipient}>" + (f" {params}" if params else "")
+        self._send("RCPT", line, limit=MAX_PARAM_LINE if params else MAX_COMMAND_LINE)
         self._rcpts += 1
 
     def data(self) -> None:

@@ -13,7 +13,7 @@ the message.  The rules, strict on purpose (SMTP smuggling, CVE-2023-51764/5/6):
 - Bytes beyond the size limit are counted, not kept; the message fails with 552 5.3.4.
 - Memory is bounded: at most one partial line (<= 1000 octets) is held between feeds.
 
-Scanning works on runs of whole lines with bytes methods (find, count) and one regex, so
+Scanning works on runs of whole lines with bytes methods (find, count, split), so
 per-octet work happens in C; Python only touches lines that start with a dot.
 
 Not responsible for: BDAT (octet-counted, no framing to parse), command parsing, replies.
@@ -21,12 +21,9 @@ Not responsible for: BDAT (octet-counted, no framing to parse), command parsing,
 
 from __future__ import annotations
 
-import re
-
 from mailwright.protocol.reply import R, Reply
 
 MAX_TEXT_LINE = 1000  # octets including CRLF
-_LONG_LINE = re.compile(rb"[^\r\n]{%d}" % (MAX_TEXT_LINE - 1))
 
 
 class DataReceiver:
@@ -116,7 +113,9 @@ class DataReceiver:
         crlf = lines.count(b"\r\n")
         if lines.count(b"\r") != crlf or lines.count(b"\n") != crlf:
             self._fail(R.BARE_LF_DATA)
-        elif len(lines) >= MAX_TEXT_LINE and _LONG_LINE.search(lines) is not None:
+        elif len(lines) >= MAX_TEXT_LINE and max(map(len, lines.split(b"\n"))) > MAX_TEXT_LINE - 1:
+            # Every part is a line plus its CR (bare ones were ruled out above); split+len
+            # runs in C at ~1 GB/s where a regex for long runs costs O(n * line length).
             self._fail(R.TEXT_LINE_TOO_LONG)
 
 

@@ -1,0 +1,96 @@
+"""A full disk under a running server: 452 4.3.1 (RFC 3463 3.4), the server stays up, and recovers.
+
+The queue directory lives on a small tmpfs mounted for the test (needs root; skipped otherwise).
+A filler file takes part of the space so that it can be freed later without touching the queue.
+
+Not covered here: the store's own cleanup after a failed write (tests/queue/test_full_disk.py).
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import QUEUED, RawSMTP, ServerFactory, queued_ids, stored_body
+
+MESSAGE_SIZE = 300 * 1024
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "queue-fs"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (EPERM otherwise)")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"mount -t tmpfs refused here (EPERM in a container?): {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def message(n: int) -> bytes:
+    line = f"message {n} " + "y" * 64 + "\r\n"
+    return (f"Subject: fill {n}\r\n\r\n" + line * (MESSAGE_SIZE // len(line))).encode()
+
+
+def send(smtp: smtplib.SMTP, msg: bytes) -> tuple[int, str]:
+    smtp.mail("filler@client.test")
+    smtp.rcpt("bob@mx.test")
+    code, text = smtp.data(msg)
+    return code, text.decode()
+
+
+def test_full_disk_answers_452_and_recovers(make_server: ServerFactory, tmpfs: Path) -> None:
+    queue_dir = tmpfs / "queue"
+    filler = tmpfs / "filler"
+    filler.write_bytes(os.urandom(2 * 1024 * 1024))
+    srv = make_server("full", queue_dir=queue_dir)
+
+    accepted: dict[str, bytes] = {}
+    full_reply: tuple[int, str] | None = None
+    with smtplib.SMTP("127.0.0.1", srv.ports["mx"], timeout=30) as smtp:
+        smtp.ehlo("filler.test")
+        for n in range(40):  # 6 MB / 300 KB: the disk is full long before this
+            msg = message(n)
+            code, text = send(smtp, msg)
+            if code == 250:
+                match = QUEUED.search(text)
+                assert match, text
+                accepted[match.group(1)] = msg
+                continue
+            full_reply = (code, text)
+            break
+        assert full_reply is not None, "the 6 MB tmpfs never filled up"
+        assert full_reply[0] == 452 and full_reply[1].startswith("4.3.1"), full_reply
+        assert accepted, "not even one message fitted"
+        # The session and the server are still alive.
+        assert smtp.noop()[0] == 250
+    assert srv.proc is not None and srv.proc.poll() is None
+    other = RawSMTP(srv.ports["mx"])
+    assert other.reply()[0] == 220
+    assert other.cmd("NOOP")[0] == 250
+    other.close()
+
+    filler.unlink()
+    with smtplib.SMTP("127.0.0.1", srv.ports["mx"], timeout=30) as smtp:
+        smtp.ehlo("filler.test")
+        for n in range(100, 103):  # the store keeps working, not just once
+            code, text = send(smtp, message(n))
+            assert code == 250, (code, text)
+    queued = queued_ids(queue_dir)
+    assert len(queued) == len(accepted) + 3  # the refused message left nothing behind
+    for queue_id, msg in accepted.items():
+        assert queue_id in queued
+        assert stored_body(queue_dir, queue_id).endswith(msg)
+    print(f"full disk: {len(accepted)} messages of 300 KB fitted before {full_reply[0]} {full_reply[1]!r}")
+    assert srv.stop() == 0

@@ -1,0 +1,119 @@
+"""Thousands of idle connections cost the server little and do not slow down new clients.
+
+3,000 plain TCP connections to the MX port each read their 220 greeting and then say nothing
+(the default command time-out is 300 s, so none is closed).  A new client must still get its
+greeting fast and deliver a message, and the server's resident memory must stay bounded.
+
+Not covered here: time-outs of idle connections (test_timeouts.py).
+"""
+
+from __future__ import annotations
+
+import resource
+import selectors
+import smtplib
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import spawn
+
+from .conftest import QUEUED, RawSMTP, ServerFactory
+
+IDLE = 3000
+BATCH = 250  # connect in batches below the listen backlog (1024)
+
+
+@pytest.fixture
+def many_files() -> Iterator[None]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = IDLE + 1000
+    if hard != resource.RLIM_INFINITY and hard < want:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below {want}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def open_idle(port: int, count: int, sockets: list[socket.socket]) -> None:
+    """Open `count` connections (non-blocking), reading the 220 greeting on each."""
+    sel = selectors.DefaultSelector()
+    try:
+        pending: dict[socket.socket, bytes] = {}
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            sockets.append(s)
+            pending[s] = b""
+            sel.register(s, selectors.EVENT_READ)
+        deadline = time.monotonic() + 30
+        while pending:
+            assert time.monotonic() < deadline, f"{len(pending)} connections got no greeting"
+            for key, _ in sel.select(timeout=1.0):
+                s = key.fileobj  # type: ignore[assignment]
+                assert isinstance(s, socket.socket)  # narrows the selector's key type
+                data = s.recv(512)
+                assert data, "the server closed an idle connection before its greeting"
+                pending[s] += data
+                if pending[s].endswith(b"\r\n"):
+                    assert pending[s].startswith(b"220 "), pending[s]
+                    sel.unregister(s)
+                    del pending[s]
+    finally:
+        sel.close()
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc status")
+
+
+def test_3000_idle_connections(many_files: None, make_server: ServerFactory) -> None:
+    srv: spawn.SpawnedServer = make_server("idle")
+    assert srv.proc is not None
+    port = srv.ports["mx"]
+    before = rss_kib(srv.proc.pid)
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(IDLE // BATCH):
+            open_idle(port, BATCH, sockets)
+        assert len(sockets) == IDLE
+        during = rss_kib(srv.proc.pid)
+
+        start = time.monotonic()
+        fresh = RawSMTP(port)
+        code, _ = fresh.reply()
+        greeting = time.monotonic() - start
+        fresh.close()
+        assert code == 220
+        assert greeting < 0.5, f"greeting took {greeting:.3f} s with {IDLE} idle connections"
+
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            smtp.ehlo("fresh.test")
+            smtp.mail("fresh@client.test")
+            smtp.rcpt("bob@mx.test")
+            code, text = smtp.data(b"Subject: beside 3000 idle\r\n\r\nhello\r\n")
+        assert code == 250 and QUEUED.search(text.decode()), (code, text)
+
+        # The idle ones were kept, not dropped: a sample still answers.
+        for s in sockets[:: IDLE // 10]:
+            s.setblocking(True)
+            s.settimeout(5)
+            s.sendall(b"NOOP\r\n")
+            assert s.recv(512).startswith(b"250"), "an idle connection was dropped"
+        print(
+            f"idle connections: {IDLE}; server RSS {before / 1024:.1f} MB before, "
+            f"{during / 1024:.1f} MB with them open; greeting for a new client in {greeting * 1000:.1f} ms"
+        )
+        assert during < 300 * 1024, f"server RSS {during} KiB with {IDLE} idle connections"
+    finally:
+        for s in sockets:
+            s.close()

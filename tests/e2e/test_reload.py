@@ -1,0 +1,118 @@
+"""SIGHUP reloads the TLS certificate and key without a restart; a broken file keeps the old one.
+
+After the certificate files in the server's directory are replaced by ones from another CA and the
+process gets SIGHUP, new handshakes (STARTTLS on the MX port and implicit TLS on the submissions
+port, RFC 3207 / RFC 8314) verify against the new CA only.  A broken certificate file followed by
+SIGHUP leaves the last good certificate in service and the log says what was wrong.
+
+Not covered here: certificate loading rules themselves (tests/net/test_tls.py).
+"""
+
+from __future__ import annotations
+
+import signal
+import smtplib
+import socket
+import ssl
+from pathlib import Path
+
+import pytest
+import trustme
+
+import spawn
+
+from .conftest import ServerFactory, log_size, wait_for_log
+
+
+def context_for(ca_file: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca_file))
+
+
+def starttls_issuer(srv: spawn.SpawnedServer, ca_file: Path) -> str:
+    """STARTTLS on the MX port, verifying against `ca_file` only; returns the peer's issuer CN."""
+    with smtplib.SMTP("127.0.0.1", srv.ports["mx"], timeout=10) as smtp:
+        smtp.ehlo("tls.test")
+        smtp.starttls(context=context_for(ca_file))
+        assert smtp.ehlo("tls.test")[0] == 250
+        assert isinstance(smtp.sock, ssl.SSLSocket)
+        return issuer_of(smtp.sock)
+
+
+def implicit_tls_issuer(srv: spawn.SpawnedServer, ca_file: Path) -> str:
+    raw = socket.create_connection(("127.0.0.1", srv.ports["submissions"]), timeout=10)
+    with context_for(ca_file).wrap_socket(raw, server_hostname="mx.test") as tls:
+        assert tls.recv(512).startswith(b"220")
+        return issuer_of(tls)
+
+
+def issuer_of(sock: ssl.SSLSocket) -> str:
+    cert = sock.getpeercert()
+    assert cert is not None
+    issuer = cert["issuer"]
+    assert isinstance(issuer, tuple)
+    fields = {key: value for rdn in issuer for key, value in rdn}
+    return str(fields["organizationalUnitName"])  # trustme names each CA "Testing CA #<random>"
+
+
+def install_new_cert(srv: spawn.SpawnedServer, tmp: Path) -> Path:
+    """Replace cert.pem/key.pem with a certificate from a fresh CA; returns that CA's file."""
+    ca = trustme.CA()
+    cert = ca.issue_cert(spawn.LOCAL_DOMAIN, "localhost", "127.0.0.1")
+    ca_file = tmp / "new-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.private_key_pem.write_to_path(str(srv.root / "key.pem"))
+    cert_file = srv.root / "cert.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    for pem in cert.cert_chain_pems[1:]:
+        pem.write_to_path(str(cert_file), append=True)
+    return ca_file
+
+
+def hup(srv: spawn.SpawnedServer) -> None:
+    assert srv.proc is not None
+    srv.proc.send_signal(signal.SIGHUP)
+
+
+def test_sighup_swaps_the_certificate(make_server: ServerFactory, tmp_path: Path) -> None:
+    srv = make_server("reload")
+    old_ca = srv.ca_file
+    old_issuer = starttls_issuer(srv, old_ca)
+    # A session opened before the reload keeps working afterwards.
+    before = smtplib.SMTP("127.0.0.1", srv.ports["mx"], timeout=10)
+    before.ehlo("early.test")
+    before.starttls(context=context_for(old_ca))
+
+    new_ca = install_new_cert(srv, tmp_path)
+    mark = log_size(srv)
+    hup(srv)
+    wait_for_log(srv, "TLS certificate reloaded", since=mark)
+
+    new_issuer = starttls_issuer(srv, new_ca)
+    assert new_issuer != old_issuer
+    with pytest.raises(ssl.SSLCertVerificationError):
+        starttls_issuer(srv, old_ca)
+    assert implicit_tls_issuer(srv, new_ca) == new_issuer
+    with pytest.raises(ssl.SSLCertVerificationError):
+        implicit_tls_issuer(srv, old_ca)
+    assert before.noop()[0] == 250
+    before.quit()
+
+
+def test_broken_certificate_keeps_the_old_one(make_server: ServerFactory, tmp_path: Path) -> None:
+    srv = make_server("broken")
+    good_ca = install_new_cert(srv, tmp_path)
+    mark = log_size(srv)
+    hup(srv)
+    wait_for_log(srv, "TLS certificate reloaded", since=mark)
+    issuer = starttls_issuer(srv, good_ca)
+
+    (srv.root / "cert.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n")
+    mark = log_size(srv)
+    hup(srv)
+    line = wait_for_log(srv, "TLS reload failed", since=mark)
+    assert "keeping the old certificate" in line
+    assert "cert.pem" in line, f"the log does not say which file is wrong: {line}"
+
+    assert srv.proc is not None and srv.proc.poll() is None
+    assert starttls_issuer(srv, good_ca) == issuer
+    assert implicit_tls_issuer(srv, good_ca) == issuer

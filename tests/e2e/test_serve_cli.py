@@ -1,0 +1,83 @@
+"""The `mailwright` command as an operator meets it: serve, config check, queue list.
+
+A broken configuration makes `serve` exit 2 with one line that names file:line and no traceback;
+`config check` accepts the configuration the tests run with; `queue list` shows what a running
+server has queued, in the mailq layout with its summary line.
+
+Not covered here: every configuration error message (tests/config).
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import QUEUED, ServerFactory
+
+
+def serve(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mailwright.cli.main", "--config", str(config), "serve"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('hostname = "mx.test"\n\n[limits]\nmax_recipients = "lots"\n', 4),
+        ('hostname = "mx.test"\nstate_dir = "STATE"\n[limits\nmax_recipients = 5\n', 3),
+        ('hostname = "mx.test"\n\n[[listeners]]\nrole = "mx"\nport = 99999\n', 5),
+    ],
+    ids=["wrong-type", "toml-syntax", "bad-port"],
+)
+def test_serve_with_broken_config_exits_2_with_one_line(tmp_path: Path, text: str, line: int) -> None:
+    config = tmp_path / "broken.toml"
+    config.write_text(text.replace("STATE", str(tmp_path / "state")))
+    done = serve(config)
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode == 2, output
+    assert "Traceback" not in output
+    assert len(output.splitlines()) == 1, output
+    assert re.match(rf"^{re.escape(str(config))}:{line}: ", output), output
+    assert not (tmp_path / "state").exists(), "a refused configuration must not create state"
+
+
+def test_config_check_accepts_the_test_config(make_server: ServerFactory) -> None:
+    srv = make_server("check", start=False)
+    done = srv.cli("config", "check")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("OK"), done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_queue_list_shows_queued_messages(make_server: ServerFactory) -> None:
+    srv = make_server("listing")
+    empty = srv.cli("queue", "list")
+    assert empty.returncode == 0 and empty.stdout.strip() == "Mail queue is empty", empty
+    ids = []
+    with smtplib.SMTP("127.0.0.1", srv.ports["mx"], timeout=10) as smtp:
+        smtp.ehlo("lister.test")
+        for n, rcpt in enumerate(["bob@mx.test", "carol@mx.test"]):
+            smtp.mail(f"sender{n}@client.test")
+            smtp.rcpt(rcpt)
+            code, text = smtp.data(f"Subject: list {n}\r\n\r\nbody {n}\r\n".encode())
+            match = QUEUED.search(text.decode())
+            assert code == 250 and match, (code, text)
+            ids.append(match.group(1))
+    done = srv.cli("queue", "list")  # while the server still runs
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    for n, (queue_id, rcpt) in enumerate(zip(ids, ["bob@mx.test", "carol@mx.test"], strict=True)):
+        head = next(i for i, text in enumerate(lines) if text.startswith(queue_id))
+        assert lines[head].endswith(f"sender{n}@client.test"), lines[head]
+        assert lines[head + 1].split() == [rcpt, "[queued]"], lines[head + 1]
+    assert re.fullmatch(r"-- \d+ KB in 2 messages\.", lines[-1]), lines[-1]
+    assert sorted(ids) == sorted(srv.queued())
