@@ -148,7 +148,8 @@ def make_server(
     for pem in cert.cert_chain_pems[1:]:
         pem.write_to_path(str(cert_file), append=True)
     ports = {"mx": free_port(), "submission": free_port(), "submissions": free_port(), "alt": free_port()}
-    queue_line = f'\n[queue]\ndirectory = "{queue_dir}"\n' if queue_dir else ""
+    # A small reserve: tests fill small tmpfs file systems on purpose.
+    queue_line = f'\n[queue]\ndirectory = "{queue_dir}"\nmin_free = 1048576\n' if queue_dir else ""
     config = root / "mailwright.toml"
     config.write_text(
         f"""

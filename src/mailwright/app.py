@@ -95,7 +95,7 @@ class Server:
         self.tls = self._tls()
         users_db = cfg.auth.users_db or cfg.state_dir / "users.db"
         users = UserStore(users_db)
-        self.store = SQLiteQueueStore(cfg.queue.directory)
+        self.store = SQLiteQueueStore(cfg.queue.directory, min_free=cfg.queue.min_free)
         limiter = AuthFailureLimiter(
             max_failures=cfg.auth.max_failures, window=cfg.auth.failure_window, lockout=cfg.auth.lockout
         )

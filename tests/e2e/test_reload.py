@@ -50,7 +50,7 @@ def issuer_of(sock: ssl.SSLSocket) -> str:
     assert cert is not None
     issuer = cert["issuer"]
     assert isinstance(issuer, tuple)
-    fields = {key: value for rdn in issuer for key, value in rdn}
+    fields = {pair[0]: pair[1] for rdn in issuer for pair in rdn}
     return str(fields["organizationalUnitName"])  # trustme names each CA "Testing CA #<random>"
 
 

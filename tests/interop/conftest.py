@@ -26,7 +26,7 @@ _TESTS_DIR = Path(__file__).resolve().parents[1]
 if str(_TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(_TESTS_DIR))
 
-import spawn  # noqa: E402
+import spawn as spawn  # noqa: E402  (re-exported for the test modules)
 
 USER = spawn.USER
 PASSWORD = spawn.PASSWORD
@@ -47,9 +47,9 @@ def tls_context(srv: spawn.SpawnedServer) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(srv.ca_file))
 
 
-def enhanced(resp: bytes) -> str | None:
+def enhanced(resp: bytes | str) -> str | None:
     """The RFC 3463 enhanced status code at the start of a reply text, if any."""
-    m = _ENHANCED.match(resp)
+    m = _ENHANCED.match(resp.encode() if isinstance(resp, str) else resp)
     return m.group(1).decode() if m else None
 
 

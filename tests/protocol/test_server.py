@@ -278,3 +278,18 @@ def test_body_round_trips_through_any_split(body: bytes, cuts: list[int]) -> Non
     replies += h.send(wire[pos:])
     assert replies == ["250 2.0.0 OK queued as Q1"]
     assert h.messages == [clean]
+
+
+def test_refusals_by_the_caller_count_towards_the_error_limit() -> None:
+    conn = ServerConnection(BASE)
+    conn.receive_data(b"EHLO c.test\r\nMAIL FROM:<a@c.test>\r\n" + b"RCPT TO:<x@elsewhere.test>\r\n" * 30)
+    refused = 0
+    while (event := conn.next_event()) is not None:
+        if isinstance(event, ev.Rcpt):
+            conn.reject(Reply(554, "5.7.1", "Relay access denied"))
+            refused += 1
+        elif event.needs_reply:
+            conn.accept()
+    out = conn.data_to_send().decode().splitlines()
+    assert refused == 20
+    assert out[-1].startswith("421 4.7.0") and conn.closed

@@ -372,3 +372,28 @@ def test_null_sender_and_envelope_without_received_at(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(main())
+
+
+def test_free_space_reserve_refuses_with_452_and_keeps_nothing(tmp_path: Path) -> None:
+    import os
+
+    st = os.statvfs(tmp_path)
+    free = st.f_bavail * st.f_frsize
+
+    async def main() -> None:
+        store = SQLiteQueueStore(tmp_path / "q", min_free=free * 4)
+        try:
+            with pytest.raises(SMTPError) as info:
+                await commit_bytes(store, body_of(2000))
+            assert (info.value.reply.code, info.value.reply.enhanced) == (452, "4.3.1")
+            with pytest.raises(SMTPError):
+                await commit_bytes(store, body_of(200_000))  # spilled: its spool file is removed
+            assert store.list_messages() == []
+            assert spool_files(tmp_path / "q") == []
+            store.min_free = 0  # space "returns"
+            queued = await commit_bytes(store, body_of(2000))
+            assert [m.id for m in store.list_messages()] == [queued]
+        finally:
+            await store.close()
+
+    asyncio.run(main())

@@ -73,6 +73,7 @@ def render(config: Config) -> str:
         "",
         "[queue]",
         f"directory = {toml_value(config.queue.directory)}",
+        f"min_free = {config.queue.min_free}",
     ]
     return "\n".join(out) + "\n"
 

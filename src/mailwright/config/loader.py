@@ -44,6 +44,7 @@ example (all values shown are the defaults, except where a comment says otherwis
 
     [queue]
     directory = "/var/lib/mailwright/queue"     # default: state_dir/queue
+    min_free = 67108864                         # bytes kept free; below it new mail gets 452 4.3.1
 
 Relative paths are relative to the directory of the configuration file; "~" means $HOME.
 $MAILWRIGHT_STATE_DIR replaces the default state directory; a state_dir in the file wins over it.
@@ -585,6 +586,7 @@ def load(
     queue_table = r.sub_table(data, "queue")
     r.table(queue_table, ("queue",), _field_names(QueueConfig))
     queue_dir = r.path(queue_table, ("queue", "directory"), 'write directory = "/var/lib/mailwright/queue"')
+    min_free = r.integer(queue_table, ("queue", "min_free"), QueueConfig.min_free, 0, 2**63 - 1)
     if r.problems:
         raise ConfigError(r.problems)
     return Config(
@@ -596,6 +598,6 @@ def load(
         tls=tls,
         auth=auth,
         limits=limits,
-        queue=QueueConfig(queue_dir if queue_dir is not None else state_dir / "queue"),
+        queue=QueueConfig(queue_dir if queue_dir is not None else state_dir / "queue", min_free=min_free),
         source=path.absolute(),
     )

@@ -114,6 +114,10 @@ class LimitsConfig:
 @dataclass(frozen=True)
 class QueueConfig:
     directory: Path
+    # Refuse new mail (452 4.3.1) while less than this is free on the queue's file system,
+    # like Postfix's queue_minfree: a queue that fills its disk to the last byte cannot
+    # even checkpoint its own log.
+    min_free: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)

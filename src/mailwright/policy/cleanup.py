@@ -2,8 +2,9 @@
 
 Streams: the `Received:` trace header (RFC 5321 4.4, RFC 3848 protocol names) is written
 before the first body byte; the header section is then held only until its end (the
-first empty line) so that a submission missing `Message-ID:` or `Date:` gets them added
-(RFC 6409 8.2, 8.3) just before that empty line.  The held part is bounded by
+first empty line, or the first line that is not a header field) so that a submission
+missing `Message-ID:` or `Date:` gets them added (RFC 6409 8.2, 8.3) at that end, with the
+empty line RFC 5322 requires when the body began without one.  The held part is bounded by
 `MAX_HEADER_HOLD`; a header section larger than that is passed through untouched (nothing
 is added) rather than held in memory.
 
@@ -17,6 +18,7 @@ import re
 MAX_HEADER_HOLD = 256 * 1024
 _HAS_MSGID = re.compile(rb"(?:^|\r\n)message-id[ \t]*:", re.IGNORECASE)
 _HAS_DATE = re.compile(rb"(?:^|\r\n)date[ \t]*:", re.IGNORECASE)
+_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")  # field-name, optional obsolete WSP, colon
 
 
 def protocol_name(*, extended: bool, tls: bool, auth: bool, utf8: bool) -> str:
@@ -35,6 +37,7 @@ class HeaderCleanup:
         self._msgid = add_message_id
         self._date = add_date
         self._held = bytearray()
+        self._scan = 0  # offset of the first held line not yet classified
         self._holding = add_message_id is not None or add_date is not None
 
     def feed(self, data: bytes) -> bytes:
@@ -43,9 +46,9 @@ class HeaderCleanup:
         if not self._holding:
             return out + data if out else data
         self._held += data
-        end = self._header_end()
-        if end >= 0:
-            return out + self._release(end)
+        end = self._header_end(final=False)
+        if end is not None:
+            return out + self._release(*end)
         if len(self._held) > MAX_HEADER_HOLD:
             self._holding = False
             passed = bytes(self._held)
@@ -59,16 +62,37 @@ class HeaderCleanup:
         self._prefix = b""
         if not self._holding:
             return out
-        return out + self._release(len(self._held))
+        end = self._header_end(final=True)
+        assert end is not None
+        return out + self._release(*end)
 
-    def _header_end(self) -> int:
-        """Offset where the empty line starts, or -1."""
-        if self._held[:2] == b"\r\n":
-            return 0
-        i = self._held.find(b"\r\n\r\n")
-        return i + 2 if i >= 0 else -1
+    def _header_end(self, *, final: bool) -> tuple[int, bool] | None:
+        """Where the header section ends: (offset, whether an empty line is there already).
 
-    def _release(self, end: int) -> bytes:
+        It ends at the empty line, or at the first line that is neither a header field nor
+        a continuation (RFC 5322 2.2, 3.5), as Postfix's cleanup decides.  None: undecided yet.
+        """
+        held = self._held
+        pos = self._scan
+        while pos < len(held):
+            eol = held.find(b"\r\n", pos)
+            if eol < 0 and not final:
+                self._scan = pos
+                return None
+            if eol == pos:
+                return pos, True
+            continuation = pos > 0 and held[pos] in (0x20, 0x09)  # SP or HTAB
+            if not continuation and _FIELD.match(held, pos) is None:
+                return pos, False
+            if eol < 0:
+                break
+            pos = eol + 2
+        if not final:
+            self._scan = pos
+            return None
+        return len(held), False
+
+    def _release(self, end: int, has_blank: bool) -> bytes:
         self._holding = False
         headers = bytes(self._held[:end])
         rest = bytes(self._held[end:])
@@ -80,4 +104,6 @@ class HeaderCleanup:
             extra += self._msgid
         if self._date is not None and _HAS_DATE.search(headers) is None:
             extra += self._date
+        if rest and not has_blank:
+            extra += b"\r\n"  # the body began without the empty line RFC 5322 requires
         return headers + extra + rest

@@ -209,7 +209,7 @@ class ServerConnection:
                 self._queue(Reply(334, None, base64.b64encode(challenge.data).decode("ascii")))
                 return
             self.state = State.READY
-        self._queue(reply)
+        self._error(reply)
 
     def tls_started(self) -> None:
         """The TLS handshake after STARTTLS succeeded: start the session over (RFC 3207 4.2)."""
@@ -241,9 +241,11 @@ class ServerConnection:
         self._out.append(reply.to_bytes())
 
     def _error(self, reply: Reply) -> None:
+        """Queue an error reply and count it; past MAX_ERRORS the session ends (a prober or a
+        confused peer, as Postfix's hard error limit: refused RCPTs count too)."""
         self._queue(reply)
         self.errors += 1
-        if self.errors >= MAX_ERRORS:
+        if self.errors >= MAX_ERRORS and self.state is not State.CLOSED:
             bye = Reply(421, "4.7.0", f"{self.settings.hostname} Too many errors, closing connection")
             self._queue(bye)
             self.state = State.CLOSED

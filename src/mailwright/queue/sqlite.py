@@ -60,6 +60,9 @@ from mailwright.queue.store import MessageWriter, QueueStore
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 512
+WAL_AUTOCHECKPOINT_PAGES = 256
+WAL_SIZE_LIMIT = 8 * 1024 * 1024
+CHECKPOINT_HEADROOM = 2 * 1024 * 1024  # > WAL_AUTOCHECKPOINT_PAGES * page size (4 KiB), with margin
 BUSY_TIMEOUT_MS = 10_000
 _SPOOL_SUFFIX = ".msg"
 
@@ -152,12 +155,15 @@ class SQLiteQueueStore:
         inline_limit: int = 64 * 1024,
         batch_window: float = 0.002,
         writer: bool = True,
+        min_free: int = 0,
     ) -> None:
         self.directory = Path(directory)
         self.db_path = self.directory / "queue.db"
         self.spool = Spool(self.directory / "spool")
         self.inline_limit = inline_limit
         self.batch_window = batch_window
+        self.min_free = min_free
+        self._checkpoint_due = False  # set after disk-full: the WAL may hold space to give back
         self.stats = WriterStats()
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -176,6 +182,11 @@ class SQLiteQueueStore:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
+        # A small WAL: a checkpoint copies WAL pages into the database, so until it finishes the
+        # same data needs room twice.  Keeping the WAL near 1 MB keeps that headroom small, and
+        # the size limit gives the WAL's disk space back after a burst.
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         return conn
 
     def _start_writer_role(self) -> None:
@@ -355,6 +366,10 @@ class SQLiteQueueStore:
                 ready = [j for j in ready if not j.spool_name]
         if not ready:
             return conn
+        if not self._room_for(conn, ready):
+            for job in ready:
+                self._fail(job, SMTPError(R.STORAGE_FULL))
+            return conn
         error = self._insert(conn, ready)
         if error is None:
             self._succeed(ready)
@@ -375,6 +390,32 @@ class SQLiteQueueStore:
                 if job_error.reply != R.STORAGE_FULL:
                     conn = self._reopen(conn)
         return conn
+
+    def _free_bytes(self) -> int:
+        st = os.statvfs(self.directory)
+        return st.f_bavail * st.f_frsize
+
+    def _room_for(self, conn: sqlite3.Connection | None, jobs: list[_Job]) -> bool:
+        """Whether the batch fits above the reserve (Postfix's queue_minfree, in spirit).
+
+        Refusing with 452 while some space is left keeps SQLite from ever running the disk
+        completely full, where a half-done checkpoint could hold the WAL's space hostage.
+        """
+        if self.min_free <= 0 and not self._checkpoint_due:
+            return True
+        inline = sum(j.writer.size for j in jobs if not j.spool_name)
+        try:
+            free = self._free_bytes()
+        except OSError:
+            return True  # cannot tell: let SQLite itself report a full disk
+        if self._checkpoint_due and conn is not None and free > CHECKPOINT_HEADROOM:
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._checkpoint_due = False
+                free = self._free_bytes()
+            except sqlite3.Error as exc:
+                log.info("queue writer: checkpoint after disk-full not done yet: %s", exc)
+        return free - 2 * inline - CHECKPOINT_HEADROOM >= self.min_free
 
     def _insert(self, conn: sqlite3.Connection | None, jobs: list[_Job]) -> SMTPError | None:
         if conn is None:
@@ -411,7 +452,10 @@ class SQLiteQueueStore:
             except sqlite3.Error:
                 pass  # SQLite may already have rolled back by itself
             log.warning("queue writer: transaction of %d message(s) failed: %s", len(jobs), exc)
-            return _sqlite_error(exc)
+            error = _sqlite_error(exc)
+            if error.reply == R.STORAGE_FULL:
+                self._checkpoint_due = True
+            return error
         self.stats.transactions += 1
         self.stats.largest_batch = max(self.stats.largest_batch, len(jobs))
         return None

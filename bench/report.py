@@ -1,0 +1,197 @@
+"""Turn the raw results into the markdown table and notes, the JSON file, and the README section.
+
+The table has one row per figure and the columns: mailwright, each peer, then mailwright/peer for
+each peer.  A ratio is mailwright's figure divided by the peer's, whatever the unit: above 1 means
+more msg/s or MB/s (better) but also more milliseconds or MiB (worse).  A cell says "error" when
+that measurement failed (the notes say why) and "—" when it was not measured.
+
+Invariant: the README is changed only between `<!-- bench:start -->` and `<!-- bench:end -->`
+(the section is appended, with its markers, when they are missing).
+
+Not responsible for: running anything.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+TARGETS = ["mailwright", "postfix", "aiosmtpd", "smtp-sink"]
+HEADINGS = {
+    "mailwright": "mailwright",
+    "postfix": "Postfix (real queue, HOLD)",
+    "aiosmtpd": "aiosmtpd (stores nothing)",
+    "smtp-sink": "smtp-sink (C, stores nothing)",
+}
+PEERS = TARGETS[1:]
+SHORT = {"postfix": "Postfix", "aiosmtpd": "aiosmtpd", "smtp-sink": "smtp-sink"}
+
+Getter = Callable[[dict[str, Any]], float | None]
+
+
+def _field(name: str, scale: float = 1.0) -> Getter:
+    def get(r: dict[str, Any]) -> float | None:
+        v = r.get(name)
+        return None if v is None else float(v) * scale
+
+    return get
+
+
+def rows(res: dict[str, Any]) -> list[tuple[str, str, Getter, str]]:
+    """(label, section, getter, number format) for every row of the table."""
+    p = res["parameters"]
+    acc = f"{p['messages']:,} msgs of 1 KB, {p['sessions']} sessions"
+    out: list[tuple[str, str, Getter, str]] = []
+    for mode, how in (
+        ("new-conn", "new connection per message"),
+        ("keep-conn", f"{p['per_conn']} per connection"),
+    ):
+        key = f"acceptance.{mode}"
+        out += [
+            (f"{acc}, {how}: msg/s", key, _field("msg_per_s"), "{:,.0f}"),
+            (f"{acc}, {how}: transaction p50 (ms)", key, _field("latency_p50_ms"), "{:,.1f}"),
+            (f"{acc}, {how}: transaction p99 (ms)", key, _field("latency_p99_ms"), "{:,.1f}"),
+        ]
+    idle = f"{p['idle_connections']:,} idle connections"
+    out += [
+        (f"{idle}: server RSS (MiB)", "idle", _field("rss_kib", 1 / 1024), "{:,.1f}"),
+        (f"{idle}: greeting p50 (ms)", "idle", _field("greeting_p50_ms"), "{:,.2f}"),
+        (f"{idle}: greeting p99 (ms)", "idle", _field("greeting_p99_ms"), "{:,.2f}"),
+    ]
+    big = f"{p['large_bytes'] / 1e6:,.0f} MB message"
+    out += [
+        (f"{big}: MB/s", "large", _field("mb_per_s"), "{:,.1f}"),
+        (f"{big}: peak memory growth (MiB)", "large", _field("peak_growth_mib"), "{:,.1f}"),
+    ]
+    return out
+
+
+def _section(res: dict[str, Any], key: str) -> dict[str, Any]:
+    if key.startswith("acceptance."):
+        return dict(res["acceptance"].get(key.split(".", 1)[1], {}))
+    return dict(res.get(key, {}))
+
+
+def _value(entry: dict[str, Any] | None, get: Getter) -> float | str:
+    if entry is None:
+        return "—"
+    if "error" in entry:
+        return "error"
+    v = get(entry)
+    return "—" if v is None else v
+
+
+def table(res: dict[str, Any]) -> str:
+    head = ["Benchmark", *(HEADINGS[t] for t in TARGETS), *(f"mailwright/{SHORT[p]}" for p in PEERS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for label, key, get, fmt in rows(res):
+        section = _section(res, key)
+        values = {t: _value(section.get(t), get) for t in TARGETS}
+        cells = [label]
+        for t in TARGETS:
+            v = values[t]
+            cells.append(fmt.format(v) if isinstance(v, float) else v)
+        mw = values["mailwright"]
+        for peer in PEERS:
+            pv = values[peer]
+            ok = isinstance(mw, float) and isinstance(pv, float) and pv > 0
+            cells.append(f"{mw / pv:.2f}" if ok else "—")  # type: ignore[operator]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def notes(res: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    p = res["parameters"]
+    for mode, by_target in res["acceptance"].items():
+        for name, r in by_target.items():
+            bits = [f"{r.get('probe_samples', 0)} probe transactions"]
+            if len(r.get("msg_per_s_runs", [])) > 1:
+                each = ", ".join(f"{x:,.0f}" for x in r["msg_per_s_runs"])
+                bits.insert(0, f"msg/s of the {len(r['msg_per_s_runs'])} runs {each} (median shown)")
+            if "stored" in r:
+                bits.append(f"{r['stored']:,} messages in its store (expected {r['stored_expected']:,})")
+            if r.get("probe_error_count"):
+                bits.append(f"{r['probe_error_count']} probe errors, e.g. {r['probe_errors'][:1]}")
+            out.append(f"acceptance {mode}, {name}: " + ", ".join(bits))
+    for name, r in res.get("idle", {}).items():
+        if "rss_kib" in r:
+            out.append(
+                f"idle, {name}: RSS {r['rss_before_kib'] / 1024:.1f} MiB before, "
+                f"{r['rss_per_connection_kib']:.1f} KiB per connection, "
+                f"{r['connections']:,} opened in {r['open_seconds']:.1f} s"
+            )
+    for name, r in res.get("large", {}).items():
+        if "seconds" in r:
+            stored = f", stored: {r['stored']} ({r.get('stored_bytes', 0):,} bytes)" if "stored" in r else ""
+            out.append(f"large, {name}: {r['bytes']:,} bytes in {r['seconds']:.2f} s{stored}")
+    for section in ("acceptance", "idle", "large"):
+        for where, by in _errors(res, section):
+            out.append(f"ERROR {section} {where}: {by}")
+    for name, why in res.get("unavailable", {}).items():
+        out.append(f"not measured, {name}: {why}")
+    for why in res.get("not_yet_measurable", []):
+        out.append(f"not yet measurable: {why}")
+    m = res["machine"]
+    v = res["versions"]
+    out.append(
+        f"machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['mem_total_gib']:.1f} GiB, Linux {m['kernel']}; "
+        f"Python {v['python']}, uvloop {v['uvloop']}, Postfix {v['postfix']}, aiosmtpd {v['aiosmtpd']}; "
+        f"mailwright {v['mailwright']}"
+    )
+    out.append(
+        f"acceptance: median of {p['repeat']} runs, each on a fresh server; "
+        "the other figures are from one run; ratios are mailwright ÷ peer: "
+        "above 1 is better for msg/s and MB/s, worse for ms and MiB; "
+        f"probe: up to {p['probe_count']} sequential connect→EHLO→MAIL→RCPT→DATA→250→QUIT "
+        "transactions while smtp-source runs"
+    )
+    return out
+
+
+def _errors(res: dict[str, Any], section: str) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    data = res.get(section, {})
+    if section == "acceptance":
+        for mode, by_target in data.items():
+            found += [(f"{mode} {t}", r["error"]) for t, r in by_target.items() if "error" in r]
+    else:
+        found += [(t, r["error"]) for t, r in data.items() if "error" in r]
+    return found
+
+
+def has_errors(res: dict[str, Any]) -> bool:
+    return any(_errors(res, s) for s in ("acceptance", "idle", "large"))
+
+
+def markdown(res: dict[str, Any]) -> str:
+    when = res["timestamp"]
+    kind = " (smoke run: tiny counts, not comparable)" if res["smoke"] else ""
+    body = [
+        f"Measured {when}{kind} with `bash bench/run`; raw numbers in `bench/results/`.",
+        "",
+        table(res),
+        "",
+        *(f"- {n}" for n in notes(res)),
+    ]
+    return "\n".join(body) + "\n"
+
+
+def write_json(res: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
+
+
+def update_readme(readme: Path, md: str) -> None:
+    text = readme.read_text()
+    block = f"{START}\n{md}{END}"
+    if START in text and END in text and text.index(START) < text.index(END):
+        before, rest = text.split(START, 1)
+        after = rest.split(END, 1)[1]
+        text = before + block + after
+    else:
+        text = text.rstrip("\n") + "\n\n## Benchmarks\n\n" + block + "\n"
+    readme.write_text(text)

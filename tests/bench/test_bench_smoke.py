@@ -1,0 +1,50 @@
+"""The benchmark suite's smoke run: `bash bench/run --smoke --no-readme` end to end.
+
+It really runs Postfix's smtp-source against a real `mailwright serve` process (and the peers),
+so this checks that the suite works on this machine and that mailwright queued every message it
+acknowledged; the figures themselves are tiny-count and not asserted beyond being numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _table(out: str) -> tuple[list[str], list[list[str]]]:
+    lines = [ln for ln in out.splitlines() if ln.startswith("| ")]
+    cells = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines]
+    assert cells and cells[0][0] == "Benchmark", out[-3000:]
+    return cells[0], cells[1:]
+
+
+def test_smoke_run_measures_mailwright_and_smtp_sink() -> None:
+    res = subprocess.run(
+        ["bash", "bench/run", "--smoke", "--no-readme"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    header, rows = _table(res.stdout)
+    msg_rows = [r for r in rows if r[0].endswith("msg/s")]
+    assert len(msg_rows) == 2, rows  # new connection per message, and kept connections
+    mw = header.index("mailwright")
+    sink = next(i for i, h in enumerate(header) if h.startswith("smtp-sink"))
+    for row in msg_rows:
+        assert float(row[mw].replace(",", "")) > 0, row
+        assert float(row[sink].replace(",", "")) > 0, row
+
+    raw = json.loads((REPO / "bench" / "results" / "smoke" / "latest.json").read_text())
+    assert raw["smoke"] is True
+    for mode in ("new-conn", "keep-conn"):
+        run = raw["acceptance"][mode]["mailwright"]
+        assert run["argv"][0].endswith("smtp-source"), run
+        assert run["messages"] == 400
+        # Every message smtp-source and the probe got a 250 for is a row in mailwright's queue.db.
+        assert run["stored"] == run["stored_expected"] >= 400, run
