@@ -94,10 +94,8 @@ class _Exchange:
         raise NotImplementedError
 
 
-class PlainServer(_Exchange):
-    """RFC 4616: one message `[authzid] NUL authcid NUL passwd`."""
-
-    name = "PLAIN"
+class _SingleMessage(_Exchange):
+    """Client-first mechanisms that carry everything in one message."""
 
     def _on_start(self, initial: bytes | None) -> Challenge | Credentials:
         # An absent or empty ("=") initial response asks for the message (RFC 4954 section 4).
@@ -107,6 +105,15 @@ class PlainServer(_Exchange):
 
     def _on_step(self, response: bytes) -> Challenge | Credentials:
         return self._parse(response)
+
+    def _parse(self, message: bytes) -> Credentials:
+        raise NotImplementedError
+
+
+class PlainServer(_SingleMessage):
+    """RFC 4616: one message `[authzid] NUL authcid NUL passwd`."""
+
+    name = "PLAIN"
 
     def _parse(self, message: bytes) -> Credentials:
         parts = message.split(b"\x00")
@@ -186,18 +193,10 @@ def _pairs(mechanism: str, block: bytes, allowed: frozenset[bytes] | None) -> di
     return out
 
 
-class XOAuth2Server(_Exchange):
+class XOAuth2Server(_SingleMessage):
     """Google XOAUTH2: `user=U ^A auth=Bearer T ^A ^A`, client-first."""
 
     name = "XOAUTH2"
-
-    def _on_start(self, initial: bytes | None) -> Challenge | Credentials:
-        if not initial:
-            return Challenge(b"")
-        return self._parse(initial)
-
-    def _on_step(self, response: bytes) -> Challenge | Credentials:
-        return self._parse(response)
 
     def _parse(self, message: bytes) -> Credentials:
         if not message.endswith(b"\x01\x01"):
@@ -209,18 +208,10 @@ class XOAuth2Server(_Exchange):
         return Credentials(self.name, user, token=bearer(self.name, fields[b"auth"]))
 
 
-class OAuthBearerServer(_Exchange):
+class OAuthBearerServer(_SingleMessage):
     """RFC 7628 OAUTHBEARER: GS2 header `n,a=user,` then `^A key=value ^A ... ^A ^A`."""
 
     name = "OAUTHBEARER"
-
-    def _on_start(self, initial: bytes | None) -> Challenge | Credentials:
-        if not initial:
-            return Challenge(b"")
-        return self._parse(initial)
-
-    def _on_step(self, response: bytes) -> Challenge | Credentials:
-        return self._parse(response)
 
     def _parse(self, message: bytes) -> Credentials:
         header, sep, rest = message.partition(b"\x01")
