@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -32,11 +33,13 @@ from mailwright.users.store import UserStore
 
 log = logging.getLogger("mailwright")
 
-_LOOPBACK_PREFIXES = ("127.", "::1", "localhost")
-
-
 def _is_loopback(address: str) -> bool:
-    return address.startswith(_LOOPBACK_PREFIXES)
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def listener_settings(config: Config, lc: ListenerConfig, tls: bool) -> ServerSettings:

@@ -322,7 +322,7 @@ class SMTPSession(asyncio.Protocol):
         self.writer = self.ctx.store.open_message()
         self._arm_timer()
         hostname = self.listener.settings.hostname
-        stamp = email.utils.formatdate(localtime=True)
+        stamp = _date_stamp()
         msgid = date = None
         if self.listener.add_missing_headers:
             msgid = f"Message-ID: <{time.time_ns():x}.{secrets.token_hex(6)}@{hostname}>\r\n".encode()
@@ -462,6 +462,18 @@ class SMTPSession(asyncio.Protocol):
         self.transport = new
         self.tls_facts = session_facts(new.get_extra_info("ssl_object"))
         conn.tls_started()
+
+
+_stamp_cache: tuple[int, str] = (0, "")
+
+
+def _date_stamp() -> str:
+    """RFC 5322 date for trace headers, formatted at most once a second (it is not cheap)."""
+    global _stamp_cache
+    now = int(time.time())
+    if _stamp_cache[0] != now:
+        _stamp_cache = (now, email.utils.formatdate(now, localtime=True))
+    return _stamp_cache[1]
 
 
 def _nonce() -> str:

@@ -17,7 +17,7 @@ or explaining replies to people (the doctor does).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
 
@@ -29,6 +29,7 @@ class Reply:
     code: int
     enhanced: str | None
     lines: tuple[str, ...]
+    _wire: bytes = field(repr=False, compare=False, hash=False)  # rendered once: replies are reused
 
     def __init__(
         self, code: int, enhanced: str | None = None, text: str | tuple[str, ...] | list[str] = ""
@@ -46,6 +47,7 @@ class Reply:
         object.__setattr__(self, "code", code)
         object.__setattr__(self, "enhanced", enhanced)
         object.__setattr__(self, "lines", parts)
+        object.__setattr__(self, "_wire", self._render())
 
     @property
     def text(self) -> str:
@@ -67,6 +69,9 @@ class Reply:
         return Reply(self.code, self.enhanced, text)
 
     def to_bytes(self) -> bytes:
+        return self._wire
+
+    def _render(self) -> bytes:
         code = str(self.code)
         prefix = f"{self.enhanced} " if self.enhanced else ""
         out = []

@@ -19,7 +19,8 @@ validating address syntax (the protocol layer did that before anything reached t
 
 from __future__ import annotations
 
-import secrets
+import os
+import random
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -93,10 +94,16 @@ def _encode(value: int, width: int) -> str:
     return "".join(reversed(out))
 
 
+# Ids need uniqueness, not secrecy: a seeded PRNG saves a getrandom() syscall per message.
+# Reseeded after fork so that worker processes never share a sequence.
+_rng = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(32)))
+
+
 def new_queue_id(now: float | None = None) -> str:
     """A fresh queue id: time-sortable prefix, random suffix (see module docstring)."""
     millis = int((time.time() if now is None else now) * 1000)
-    return _encode(millis, _TIME_CHARS) + _encode(secrets.randbits(5 * _RANDOM_CHARS), _RANDOM_CHARS)
+    return _encode(millis, _TIME_CHARS) + _encode(_rng.getrandbits(5 * _RANDOM_CHARS), _RANDOM_CHARS)
 
 
 def is_queue_id(text: str) -> bool:

@@ -135,14 +135,18 @@ def _sqlite_error(exc: sqlite3.Error) -> SMTPError:
     return SMTPError(R.LOCAL_ERROR)
 
 
-def _settle(future: asyncio.Future[str], result: str | None, error: BaseException | None) -> None:
-    if future.done():  # the awaiting task was cancelled
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        assert result is not None
-        future.set_result(result)
+_Settlement = tuple["asyncio.Future[str]", str | None, SMTPError | None]
+
+
+def _settle_all(items: list[_Settlement]) -> None:
+    for future, result, error in items:
+        if future.done():  # the awaiting task was cancelled
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            assert result is not None
+            future.set_result(result)
 
 
 class SQLiteQueueStore:
@@ -170,6 +174,7 @@ class SQLiteQueueStore:
         self._lock_fd: int | None = None
         self._closed = False
         self._open_writers: set[SpoolWriter] = set()
+        self._settled: list[tuple[_Job, str | None, SMTPError | None]] = []  # writer thread only
         if writer:
             self._start_writer_role()
         elif not self.db_path.exists():
@@ -343,6 +348,8 @@ class SQLiteQueueStore:
                 log.exception("queue writer: unexpected failure; failing %d message(s)", len(batch))
                 self._fail_all(batch, SMTPError(R.LOCAL_ERROR))
                 conn = self._reopen(conn)
+            finally:
+                self._hand_back()
         if conn is not None:
             conn.close()
 
@@ -494,12 +501,20 @@ class SQLiteQueueStore:
             except Exception:
                 log.exception("queue writer: cannot clean up message %s", job.id)
 
-    @staticmethod
-    def _resolve(job: _Job, result: str | None, error: SMTPError | None) -> None:
-        try:
-            job.loop.call_soon_threadsafe(_settle, job.future, result, error)
-        except RuntimeError:
-            pass  # the loop is closed: nobody is waiting any more
+    def _resolve(self, job: _Job, result: str | None, error: SMTPError | None) -> None:
+        self._settled.append((job, result, error))
+
+    def _hand_back(self) -> None:
+        """Resolve the batch's futures with ONE wake-up per event loop, not one per message."""
+        settled, self._settled = self._settled, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Settlement]] = {}
+        for job, result, error in settled:
+            by_loop.setdefault(job.loop, []).append((job.future, result, error))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, items)
+            except RuntimeError:
+                pass  # the loop is closed: nobody is waiting any more
 
     # -- operator API --------------------------------------------------------------------------
 
