@@ -33,6 +33,7 @@ from mailwright.users.store import UserStore
 
 log = logging.getLogger("mailwright")
 
+
 def _is_loopback(address: str) -> bool:
     if address == "localhost":
         return True

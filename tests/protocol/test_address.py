@@ -301,3 +301,53 @@ def test_mutated_paths_only_raise_address_error(
         if addr is not None:
             # Whatever was accepted must render to something that parses back the same.
             assert parse_path("<" + str(addr) + ">", utf8=True, allow_null=False)[0] == addr
+
+
+_FAST_ALPHABET = 'ab.-_+%!@<> "[]:\\xZ09é' + "\t"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.text(alphabet=_FAST_ALPHABET, max_size=40),
+    st.sampled_from(["", " SIZE=10", "  X", ">", "x"]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_fast_path_agrees_with_the_full_parser(core: str, tail: str, utf8: bool, allow_null: bool) -> None:
+    from mailwright.protocol.address import _parse_path_full
+
+    text = "<" + core + ">" + tail if not core.startswith("<") else core + tail
+
+    def outcome(fn):  # type: ignore[no-untyped-def]
+        try:
+            return fn(text, utf8=utf8, allow_null=allow_null)
+        except AddressError as exc:
+            return ("error", exc.reason)
+
+    fast, full = outcome(parse_path), outcome(_parse_path_full)
+    if isinstance(full, tuple) and full and full[0] == "error":
+        assert isinstance(fast, tuple) and fast[0] == "error"
+    else:
+        assert fast == full
+
+
+def test_fast_path_limits_match_the_full_parser() -> None:
+    from mailwright.protocol.address import _parse_path_full
+
+    for text in (
+        "<" + "a" * 64 + "@x.test>",
+        "<" + "a" * 65 + "@x.test>",
+        "<a@" + ".".join(["b" * 63] * 3) + "." + "c" * 60 + ">",
+        "<a@" + "b" * 64 + ".test>",
+        "<" + "a" * 64 + "@" + ".".join(["b" * 60] * 3) + ".cc>",
+        "<a@b-.test>",
+        "<a..b@x.test>",
+        "<a@x.test>SIZE=1",
+    ):
+        try:
+            full = _parse_path_full(text, utf8=False, allow_null=False)
+        except AddressError:
+            with pytest.raises(AddressError):
+                parse_path(text, utf8=False, allow_null=False)
+        else:
+            assert parse_path(text, utf8=False, allow_null=False) == full

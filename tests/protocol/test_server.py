@@ -293,3 +293,21 @@ def test_refusals_by_the_caller_count_towards_the_error_limit() -> None:
     out = conn.data_to_send().decode().splitlines()
     assert refused == 20
     assert out[-1].startswith("421 4.7.0") and conn.closed
+
+
+def test_parameters_of_extensions_advertised_at_ehlo_stay_valid_after_auth() -> None:
+    s = ServerSettings(hostname="mx.test", tls_active=True, auth_mechanisms=("PLAIN",), auth_required=True)
+    h = Harness(s)
+    h.send(b"EHLO c.test\r\n")
+    assert h.send(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n")[0].startswith("235")
+    # AUTH= (RFC 4954 5) was advertised by this EHLO, so it stays usable once authenticated.
+    assert h.send(b"MAIL FROM:<alice@c.test> AUTH=<>\r\n") == ["250 2.1.0 Sender OK"]
+    # A new EHLO after AUTH no longer offers AUTH, and then AUTH= is unknown.
+    assert not any("AUTH" in line for line in h.send(b"EHLO c.test\r\n"))
+    assert h.send(b"MAIL FROM:<alice@c.test> AUTH=<>\r\n")[0].startswith("555 5.5.4")
+
+
+def test_helo_session_accepts_no_parameters() -> None:
+    h = Harness()
+    h.send(b"HELO c.test\r\n")
+    assert h.send(b"MAIL FROM:<a@c.test> BODY=8BITMIME\r\n")[0].startswith("555 5.5.4")

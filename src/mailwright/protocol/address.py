@@ -94,8 +94,29 @@ class Address:
         )
 
 
+# The common case, a plain dot-atom at an LDH domain, matched in one step; anything else
+# (quotes, literals, routes, UTF-8, errors) takes the full parser.  A property test checks
+# that both give the same answer.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_SIMPLE_PATH = re.compile(rf" *<({_ATOM}(?:\.{_ATOM})*)@({_LABEL}(?:\.{_LABEL})*)>(?: +|\Z)")
+
+
 def parse_path(text: str, *, utf8: bool, allow_null: bool) -> tuple[Address | None, str]:
     """Parse "<...>" at the start of `text`; return (address or None for "<>", parameter text)."""
+    if text.isascii() and text.isprintable():
+        m = _SIMPLE_PATH.match(text)
+        if (
+            m is not None
+            and len(m.group(1)) <= MAX_LOCAL_OCTETS
+            and len(m.group(2)) <= MAX_DOMAIN_OCTETS
+            and m.end(2) - m.start(1) + 2 <= MAX_PATH_OCTETS
+        ):
+            return Address(m.group(1), m.group(2)), text[m.end() :]
+    return _parse_path_full(text, utf8=utf8, allow_null=allow_null)
+
+
+def _parse_path_full(text: str, *, utf8: bool, allow_null: bool) -> tuple[Address | None, str]:
     _check_characters(text)
     start = len(text) - len(text.lstrip(" "))
     if start == len(text):

@@ -25,6 +25,7 @@ storing messages.  Those belong to the caller and get the events.
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, auto
@@ -99,6 +100,44 @@ class ServerSettings:
     allow_plaintext_auth: bool = False
 
 
+# Replies that depend only on configuration and session facts are built once: a busy server
+# would otherwise format the same EHLO reply for every connection.
+@functools.lru_cache(maxsize=64)
+def _greeting(hostname: str, greeting: str) -> Reply:
+    return Reply(220, None, f"{hostname} {greeting}")
+
+
+@functools.lru_cache(maxsize=64)
+def _bye(hostname: str) -> Reply:
+    return Reply(221, "2.0.0", f"{hostname} closing connection")
+
+
+@functools.lru_cache(maxsize=256)
+def _keywords(
+    s: ServerSettings, tls_active: bool, authenticated: bool
+) -> tuple[tuple[str, ...], frozenset[str]]:
+    """(EHLO keyword lines, their names) offered in a session in this state."""
+    kws = ["PIPELINING", f"SIZE {s.max_message_size}"]
+    if s.tls_available and not tls_active:
+        kws.append("STARTTLS")
+    if s.auth_mechanisms and not authenticated and (tls_active or s.allow_plaintext_auth):
+        kws.append("AUTH " + " ".join(s.auth_mechanisms))
+    kws += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING"]
+    if tls_active:
+        kws.append("REQUIRETLS")  # RFC 8689 2: only offered on a TLS session
+    return tuple(kws), frozenset(k.split(" ", 1)[0] for k in kws)
+
+
+@functools.lru_cache(maxsize=1024)
+def _hello_reply(
+    s: ServerSettings, name: str, extended: bool, tls_active: bool, authenticated: bool
+) -> Reply:
+    head = f"{s.hostname} Hello {name}"
+    if not extended:
+        return Reply(250, None, head)
+    return Reply(250, None, [head, *_keywords(s, tls_active, authenticated)[0]])
+
+
 class ServerConnection:
     """One SMTP session, server side.  See the module docstring for the calling pattern."""
 
@@ -125,7 +164,8 @@ class ServerConnection:
         self._bdat_size = 0
         self._sasl: ServerMechanism | None = None
         self._sasl_final: Reply | None = None  # sent after the client acknowledges an error challenge
-        self._queue(Reply(220, None, f"{settings.hostname} {settings.greeting}"))
+        self._advertised: frozenset[str] = frozenset()
+        self._queue(_greeting(settings.hostname, settings.greeting))
 
     # -- the caller's side -------------------------------------------------------------
 
@@ -174,7 +214,8 @@ class ServerConnection:
             self.extended = event.extended
             self._reset_transaction()
             self.state = State.READY
-            self._queue(reply or self._hello_reply(event))
+            default = self._hello_reply(event)  # also records what this session offers
+            self._queue(reply or default)
         elif isinstance(event, ev.Mail):
             self.mail_params = event.params
             self.recipient_count = 0
@@ -218,6 +259,7 @@ class ServerConnection:
         self.tls_active = True
         self.helo = None
         self.extended = False
+        self._advertised = frozenset()
         self.authenticated = None
         self._reset_transaction()
         self._in.clear()
@@ -353,28 +395,17 @@ class ServerConnection:
             self._emit(ev.TransactionReset())
         self._emit(ev.Hello(name, extended))
 
-    def _keywords(self) -> list[str]:
-        s = self.settings
-        kws = ["PIPELINING", f"SIZE {s.max_message_size}"]
-        if s.tls_available and not self.tls_active:
-            kws.append("STARTTLS")
-        if s.auth_mechanisms and not self.authenticated and (self.tls_active or s.allow_plaintext_auth):
-            kws.append("AUTH " + " ".join(s.auth_mechanisms))
-        kws += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING"]
-        if self.tls_active:
-            kws.append("REQUIRETLS")  # RFC 8689 2: only offered on a TLS session
-        return kws
-
     def enabled_extensions(self) -> frozenset[str]:
-        if not self.extended:
-            return frozenset()
-        return frozenset(k.split(" ", 1)[0] for k in self._keywords())
+        """The EHLO keywords advertised in this session: their parameters are accepted."""
+        return self._advertised
 
     def _hello_reply(self, event: ev.Hello) -> Reply:
-        head = f"{self.settings.hostname} Hello {event.hostname}"
-        if not event.extended:
-            return Reply(250, None, head)
-        return Reply(250, None, [head, *self._keywords()])
+        authed = self.authenticated is not None
+        if event.extended:
+            self._advertised = _keywords(self.settings, self.tls_active, authed)[1]
+        else:
+            self._advertised = frozenset()
+        return _hello_reply(self.settings, event.hostname, event.extended, self.tls_active, authed)
 
     def _cmd_mail(self, arg: str) -> None:
         s = self.settings
@@ -528,7 +559,7 @@ class ServerConnection:
         self._queue(Reply(502, "5.5.1", "EXPN is disabled"))
 
     def _cmd_quit(self, arg: str) -> None:
-        self._queue(Reply(221, "2.0.0", f"{self.settings.hostname} closing connection"))
+        self._queue(_bye(self.settings.hostname))
         if self.state in (State.MAIL, State.RCPT, State.BDAT):
             self._emit(ev.TransactionReset())
         self.state = State.CLOSED
