@@ -42,7 +42,6 @@ def render(config: Config) -> str:
             f"address = {toml_value(lc.address)}",
             f"port = {lc.port}",
             f"allow_plaintext_auth = {toml_value(lc.allow_plaintext_auth)}",
-            f"proxy_protocol = {toml_value(lc.proxy_protocol)}",
         ]
     out += ["", "[tls]"]
     if config.tls.cert is None or config.tls.key is None:

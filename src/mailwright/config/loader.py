@@ -13,7 +13,6 @@ example (all values shown are the defaults, except where a comment says otherwis
     role = "mx"                          # "mx" (port 25), "submission" (587, STARTTLS),
     address = "0.0.0.0"                  # "submissions" (465, implicit TLS); default 127.0.0.1
     port = 25                            # default: the standard port of the role
-    proxy_protocol = false               # expect a PROXY v1/v2 header (HAProxy) first
 
     [[listeners]]
     role = "submission"
@@ -386,7 +385,6 @@ def _read_listeners(r: _Reader, data: Mapping[str, Any]) -> tuple[ListenerConfig
             address=address,
             port=port,
             allow_plaintext_auth=r.boolean(entry, (*where, "allow_plaintext_auth"), False),
-            proxy_protocol=r.boolean(entry, (*where, "proxy_protocol"), False),
         )
         clash = _clashing(seen, listener)
         if clash is not None:

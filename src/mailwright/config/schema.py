@@ -52,7 +52,6 @@ class ListenerConfig:
     port: int = 587
     # Honoured only on loopback addresses: elsewhere AUTH waits for TLS whatever this says.
     allow_plaintext_auth: bool = False
-    proxy_protocol: bool = False
 
     @property
     def implicit_tls(self) -> bool:
@@ -76,8 +75,7 @@ class ListenerConfig:
     def describe(self) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address
         tls = "implicit TLS" if self.implicit_tls else "STARTTLS"
-        extra = ", PROXY protocol" if self.proxy_protocol else ""
-        return f"{self.role} {host}:{self.port} ({tls}{extra})"
+        return f"{self.role} {host}:{self.port} ({tls})"
 
 
 @dataclass(frozen=True)
