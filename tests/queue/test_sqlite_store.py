@@ -342,7 +342,7 @@ def test_commit_after_close_is_refused_and_close_drains(tmp_path: Path) -> None:
             w = store.open_message()
             w.write(body_of(100, tag=str(i).encode()))
             writers.append(w)
-        tasks = [asyncio.create_task(store.commit(w, envelope())) for w in writers]
+        tasks = [asyncio.ensure_future(store.commit(w, envelope())) for w in writers]
         await asyncio.sleep(0)  # all 20 jobs are queued, none necessarily committed
         await store.close()
         ids = [t.result() for t in tasks]  # close() waited for every queued job

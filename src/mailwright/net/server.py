@@ -137,7 +137,7 @@ class SMTPSession(asyncio.Protocol):
         self.conn: ServerConnection | None = None
         self.peer_ip = "?"
         self.admitted = False
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Future[Any] | None = None  # slow work the engine is paused for
         self.deadline = 0.0  # loop time after which the peer has been silent too long
         self.reading_paused = False
         self.write_paused = False
@@ -306,7 +306,7 @@ class SMTPSession(asyncio.Protocol):
         elif isinstance(event, ev.BodyChunk):
             self._write_body(event.data)
         elif isinstance(event, ev.EndOfData):
-            self._start(self._commit())
+            self._commit()
         elif isinstance(event, ev.BodyRejected | ev.TransactionReset):
             self._drop_transaction()
         elif isinstance(event, ev.AuthAttempt):
@@ -379,7 +379,11 @@ class SMTPSession(asyncio.Protocol):
 
     _body_error: Reply | None = None
 
-    async def _commit(self) -> None:
+    def _commit(self) -> None:
+        """Hand the message to the queue; the 250 goes out when its batch is on disk.
+
+        A plain future callback rather than a task: this runs once per message.
+        """
         conn = self.conn
         assert conn is not None
         writer, cleanup = self.writer, self.cleanup
@@ -401,16 +405,30 @@ class SMTPSession(asyncio.Protocol):
                 received_at=time.time(),
             )
             self.writer = None  # the store owns it now, whatever happens
-            queue_id = await self.ctx.store.commit(writer, envelope)
+            pending = self.ctx.store.commit(writer, envelope)
         except SMTPError as exc:
             self._drop_transaction()
-            if self.conn is not None:
-                self.conn.reject(exc.reply)
+            conn.reject(exc.reply)
             return
+        self.task = pending
+        pending.add_done_callback(self._committed)
+
+    def _committed(self, pending: asyncio.Future[str]) -> None:
+        self.task = None
         self._drop_transaction()
-        if self.conn is not None:
-            self.conn.accept(Reply(250, "2.0.0", f"OK queued as {queue_id}"))
+        conn = self.conn
+        if conn is None or pending.cancelled():
+            return
+        exc = pending.exception()
+        if exc is None:
+            conn.accept(Reply(250, "2.0.0", f"OK queued as {pending.result()}"))
             self._arm_timer()
+        elif isinstance(exc, SMTPError):
+            conn.reject(exc.reply)
+        else:
+            log.error("queue commit for %s failed", self.peer_ip, exc_info=exc)
+            conn.reject(R.LOCAL_ERROR)
+        self._pump()
 
     async def _authenticate(self, event: ev.AuthAttempt) -> None:
         conn = self.conn

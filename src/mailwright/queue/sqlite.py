@@ -6,10 +6,11 @@ and `queue.lock`, an flock held by the one process that writes (the server).
 How a message becomes durable:
 - `open_message()` returns a `SpoolWriter` (see `spool`): small bodies stay in memory, larger ones
   stream into a temp file; nothing is fsynced on the event loop thread.
-- `commit()` puts a job on a `queue.Queue` and awaits an asyncio Future. The single writer thread
+- `commit()` puts a job on a `queue.Queue` and returns an asyncio Future. The single writer thread
   takes every pending job (up to `MAX_BATCH`), fsyncs and renames the spilled bodies, fsyncs the
   spool directory once, inserts all rows in ONE transaction and COMMITs it (with synchronous=FULL the
-  COMMIT is the WAL fsync). Only then are the futures resolved, via `loop.call_soon_threadsafe`.
+  COMMIT is the WAL fsync). Only then are the futures resolved: one `loop.call_soon_threadsafe`
+  per batch, not per message.
   Under load many messages share one fsync (group commit). When the previous batch held more than
   one job, the thread lingers up to `batch_window` seconds to gather more; an idle server never waits.
 - If a batch transaction fails, each job is retried alone, so a failure affects only the jobs that
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import logging
 import os
 import queue
@@ -126,6 +128,22 @@ class _Job:
     future: asyncio.Future[str]
     spool_name: str | None = None
     settled: bool = False
+
+
+_MESSAGES_INSERT = (
+    "INSERT INTO messages (id, sender, mail_params, client_ip, helo, auth_user, tls,"
+    " received_at, size, spool_name, body) VALUES "
+)
+_RECIPIENTS_INSERT = (
+    "INSERT INTO recipients (message_id, idx, address, notify, orcpt, state, next_attempt) VALUES "
+)
+_ROWS_PER_INSERT = 256  # 11 columns x 256 rows stays far below SQLite's 32,766 variables
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(head: str, columns: int, rows: int) -> str:
+    one = "(" + ",".join("?" * columns) + ")"
+    return head + ",".join([one] * rows)
 
 
 def _sqlite_error(exc: sqlite3.Error) -> SMTPError:
@@ -272,7 +290,7 @@ class SQLiteQueueStore:
             raise TypeError("message writer does not belong to this store")
         return writer
 
-    async def commit(self, writer: MessageWriter, envelope: Envelope) -> str:
+    def commit(self, writer: MessageWriter, envelope: Envelope) -> asyncio.Future[str]:
         own = self._own(writer)
         if not envelope.recipients:
             raise ValueError("an envelope needs at least one recipient")
@@ -292,7 +310,7 @@ class SQLiteQueueStore:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
         self._jobs.put(_Job(own, envelope, new_queue_id(envelope.received_at), loop, future))
-        return await future
+        return future
 
     def abort(self, writer: MessageWriter) -> None:
         if isinstance(writer, SpoolWriter) and writer in self._open_writers:
@@ -442,16 +460,15 @@ class SQLiteQueueStore:
             )
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(
-                "INSERT INTO messages (id, sender, mail_params, client_ip, helo, auth_user, tls,"
-                " received_at, size, spool_name, body) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                messages,
-            )
-            conn.executemany(
-                "INSERT INTO recipients (message_id, idx, address, notify, orcpt, state, next_attempt)"
-                " VALUES (?,?,?,?,?,?,?)",
-                recipients,
-            )
+            # Multi-row INSERTs: one statement step per table and batch.  Each step releases
+            # and retakes the GIL, so per-row steps (executemany) made the writer thread and
+            # the event loop trade the GIL dozens of times per batch.
+            for start in range(0, len(messages), _ROWS_PER_INSERT):
+                rows = messages[start : start + _ROWS_PER_INSERT]
+                conn.execute(_insert_sql(_MESSAGES_INSERT, 11, len(rows)), [v for row in rows for v in row])
+            for start in range(0, len(recipients), _ROWS_PER_INSERT):
+                rows = recipients[start : start + _ROWS_PER_INSERT]
+                conn.execute(_insert_sql(_RECIPIENTS_INSERT, 7, len(rows)), [v for row in rows for v in row])
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             try:

@@ -25,6 +25,7 @@ deciding whether a message is acceptable (policy).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -44,7 +45,13 @@ class QueueStore(Protocol):
 
     def open_message(self) -> MessageWriter: ...
 
-    async def commit(self, writer: MessageWriter, envelope: Envelope) -> str: ...
+    def commit(self, writer: MessageWriter, envelope: Envelope) -> asyncio.Future[str]:
+        """A future resolved with the queue id once the message is durable (or with SMTPError).
+
+        Refusals known at once (closed store, aborted writer) raise SMTPError right away.
+        Callers may simply `await` it; the server adds a done-callback instead of a task.
+        """
+        ...
 
     def abort(self, writer: MessageWriter) -> None: ...
 
