@@ -12,7 +12,8 @@ How a message becomes durable:
   COMMIT is the WAL fsync). Only then are the futures resolved: one `loop.call_soon_threadsafe`
   per batch, not per message.
   Under load many messages share one fsync (group commit). When the previous batch held more than
-  one job, the thread lingers up to `batch_window` seconds to gather more; an idle server never waits.
+  one job, the thread sleeps `batch_window` seconds to let more gather (it does not wake per job:
+  each wake-up takes the GIL from the event loop); an idle server never waits.
 - If a batch transaction fails, each job is retried alone, so a failure affects only the jobs that
   really fail (e.g. a duplicate id). Disk full (ENOSPC/EDQUOT, SQLITE_FULL) -> 452 4.3.1, other
   failures -> 451 4.3.0; the transaction is rolled back, that job's spool file removed, and the
@@ -342,12 +343,13 @@ class SQLiteQueueStore:
             if first is None:
                 break
             batch = [first]
-            linger = self.batch_window if last_batch > 1 else 0.0
-            deadline = time.monotonic() + linger
+            if last_batch > 1:
+                # Sleep through the window instead of waking for every job that arrives:
+                # each wake-up would take the GIL away from the event loop.
+                time.sleep(self.batch_window)
             while len(batch) < MAX_BATCH:
-                remaining = deadline - time.monotonic()
                 try:
-                    job = self._jobs.get(timeout=remaining) if remaining > 0 else self._jobs.get_nowait()
+                    job = self._jobs.get_nowait()
                 except queue.Empty:
                     break
                 if job is None:
