@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
 import signal
+import sqlite3
 
 import uvloop
 
@@ -28,8 +30,8 @@ from mailwright.policy.relay import RelayPolicy
 from mailwright.protocol.reply import R
 from mailwright.protocol.sasl import Credentials
 from mailwright.protocol.server import ServerSettings
-from mailwright.queue.sqlite import SQLiteQueueStore
-from mailwright.users.store import UserStore
+from mailwright.queue.sqlite import QueueLocked, SQLiteQueueStore
+from mailwright.users.store import UserError, UserStore
 
 log = logging.getLogger("mailwright")
 
@@ -205,7 +207,20 @@ def run(config: Config) -> int:
     except TLSConfigError as exc:
         log.error("%s", exc)
         return 2
+    except QueueLocked as exc:
+        log.error(
+            "cannot start: %s (fix: stop the other mailwright, or give this one its own state_dir)", exc
+        )
+        return 1
+    except (UserError, sqlite3.Error) as exc:
+        log.error("cannot start: user database: %s (fix: check auth.users_db and its permissions)", exc)
+        return 1
     except OSError as exc:
-        log.error("cannot start: %s", exc)
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = " (fix: another server, Postfix perhaps, listens there: stop it or change the port)"
+        elif exc.errno == errno.EACCES:
+            hint = " (fix: ports below 1024 need root or CAP_NET_BIND_SERVICE; or use ports above 1024)"
+        log.error("cannot start: %s%s", exc, hint)
         return 1
     return 0

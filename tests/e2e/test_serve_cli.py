@@ -81,3 +81,19 @@ def test_queue_list_shows_queued_messages(make_server: ServerFactory) -> None:
         assert lines[head + 1].split() == [rcpt, "[queued]"], lines[head + 1]
     assert re.fullmatch(r"-- \d+ KB in 2 messages\.", lines[-1]), lines[-1]
     assert sorted(ids) == sorted(srv.queued())
+
+
+def test_second_server_on_the_same_queue_or_port_exits_1_with_a_fix(make_server: ServerFactory) -> None:
+    srv = make_server()
+    # Same config: the queue directory is locked by the running server.
+    same = serve(srv.config)
+    assert same.returncode == 1
+    assert "Traceback" not in same.stdout + same.stderr
+    assert "is in use by another process" in same.stderr and "fix:" in same.stderr
+    # Own state directory but the same ports: the bind fails, and the message says what to do.
+    other = srv.root / "other.toml"
+    other.write_text(srv.config.read_text().replace(str(srv.root / "state"), str(srv.root / "state2")))
+    clash = serve(other)
+    assert clash.returncode == 1
+    assert "Traceback" not in clash.stdout + clash.stderr
+    assert "address already in use" in clash.stderr and "fix:" in clash.stderr
