@@ -78,7 +78,8 @@ def run(args: argparse.Namespace, queue_dir: Path) -> int:
         store = SQLiteQueueStore(queue_dir, writer=False)
         return command(store, args)
     except FileNotFoundError:
-        print(f"{_PROG}: no queue in {queue_dir}", file=sys.stderr)
+        hint = "the server creates it when it first starts; check --config"
+        print(f"{_PROG}: no queue in {queue_dir} ({hint})", file=sys.stderr)
         return 1
     except BrokenPipeError:
         return 0  # the reader (e.g. `| head`) has gone; not an error
