@@ -311,3 +311,61 @@ def test_helo_session_accepts_no_parameters() -> None:
     h = Harness()
     h.send(b"HELO c.test\r\n")
     assert h.send(b"MAIL FROM:<a@c.test> BODY=8BITMIME\r\n")[0].startswith("555 5.5.4")
+
+
+COMMANDS = [
+    b"EHLO c.test",
+    b"HELO c.test",
+    b"MAIL FROM:<a@c.test>",
+    b"MAIL FROM:<>",
+    b"MAIL FROM:<bad",
+    b"RCPT TO:<x@mx.test>",
+    b"RCPT TO:<>",
+    b"DATA",
+    b"RSET",
+    b"NOOP",
+    b"VRFY bob",
+    b"HELP",
+    b"BOGUS",
+    b"EXPN list",
+    b"STARTTLS extra",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(COMMANDS), min_size=1, max_size=40), st.integers(1, 7))
+def test_every_pipelined_command_gets_exactly_one_final_reply_in_order(
+    commands: list[bytes], chunk: int
+) -> None:
+    """Whatever order and however the bytes are split, each command line gets one final reply
+    (a DATA that got 354 gets a second one at the end of its body), until a 421 closes."""
+    h = Harness(ServerSettings(hostname="mx.test", max_message_size=10_000, max_recipients=3))
+    wire = b"".join(c + b"\r\n" + (b"body\r\n.\r\n" if c == b"DATA" else b"") for c in commands)
+    lines: list[str] = []
+    for i in range(0, len(wire), chunk):
+        lines += h.send(wire[i : i + chunk])
+    finals = [line for line in lines if line[3:4] == " "]
+    intermediate_354 = sum(1 for line in finals if line.startswith("354"))
+    if any(line.startswith("421") for line in finals):
+        assert finals[-1].startswith("421") and h.conn.closed
+        return
+    # A DATA refused (no valid recipients) makes its body lines commands: each gets a reply.
+    refused_data_bodies = sum(
+        1 for c, r in _pair(commands, finals) if c == b"DATA" and not r.startswith("354")
+    )
+    assert len(finals) == len(commands) + intermediate_354 + 2 * refused_data_bodies
+
+
+def _pair(commands: list[bytes], finals: list[str]) -> list[tuple[bytes, str]]:
+    """Match each command with its reply, skipping the end-of-body reply after a 354 and the two
+    replies that a refused DATA's body lines ("body", ".") draw as commands."""
+    out: list[tuple[bytes, str]] = []
+    it = iter(finals)
+    for c in commands:
+        r = next(it, "")
+        out.append((c, r))
+        if c == b"DATA":
+            next(it, None)  # the body's reply, or the reply to the line "body"
+            if not r.startswith("354"):
+                next(it, None)  # the reply to the line "."
+    return out
