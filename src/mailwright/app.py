@@ -113,7 +113,7 @@ class Server:
         )
         self.ctx = ctx = ServerContext(
             store=self.store,
-            relay=RelayPolicy(cfg.local_domains, cfg.relay_domains),
+            relay=RelayPolicy(cfg.local_domains, cfg.relay_domains, hostname=cfg.hostname),
             auth=auth,
             limits=ConnectionLimits(cfg.limits.max_connections, cfg.limits.max_connections_per_ip),
             command_timeout=cfg.limits.command_timeout,

@@ -139,6 +139,7 @@ class SMTPSession(asyncio.Protocol):
         self.admitted = False
         self.task: asyncio.Future[Any] | None = None  # slow work the engine is paused for
         self.deadline = 0.0  # loop time after which the peer has been silent too long
+        self.peer_eof = False
         self.reading_paused = False
         self.write_paused = False
         self.tls_facts: str | None = None
@@ -174,9 +175,14 @@ class SMTPSession(asyncio.Protocol):
         if conn is None:
             return
         conn.receive_data(data)
-        self._arm_timer()
+        if self.writer is not None:
+            # Inside DATA/BDAT any progress counts; between commands only a complete command
+            # does (in _pump), so a client dripping bytes of a line that never ends is cut off.
+            self._arm_timer()
         if self.task is None:
             self._pump()
+        else:
+            self._update_reading()  # slow work pending: stop reading once MAX_PENDING is held
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.admitted:
@@ -187,6 +193,14 @@ class SMTPSession(asyncio.Protocol):
             self.task.cancel()
         self._drop_transaction()
         self.conn = None
+
+    def eof_received(self) -> bool:
+        """The peer shut down its sending side: answer what it sent, then close (keep the
+        transport open for our replies, or a pipelined "...DATA .. QUIT" loses its 250)."""
+        self.peer_eof = True
+        if self.task is None:
+            self._pump()
+        return True
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -200,18 +214,25 @@ class SMTPSession(asyncio.Protocol):
 
     def _pump(self) -> None:
         conn = self.conn
+        progressed = False
         try:
             while conn is not None and self.task is None:
                 event = conn.next_event()
                 if event is None:
                     break
+                progressed = True
                 self._handle(event)
                 conn = self.conn
         except Exception:
             log.exception("session from %s failed", self.peer_ip)
             if self.conn is not None:
                 self.conn.close_with(R.LOCAL_ERROR)
+        if progressed:
+            self._arm_timer()
         self._flush()
+        if self.peer_eof and self.task is None and self.transport is not None:
+            # The peer half-closed: everything it sent has been answered; finish.
+            self.transport.close()
 
     def _flush(self) -> None:
         conn, transport = self.conn, self.transport

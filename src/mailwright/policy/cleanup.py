@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 
 MAX_HEADER_HOLD = 256 * 1024
-_HAS_MSGID = re.compile(rb"(?:^|\r\n)message-id[ \t]*:", re.IGNORECASE)
-_HAS_DATE = re.compile(rb"(?:^|\r\n)date[ \t]*:", re.IGNORECASE)
+_HAS_MSGID = re.compile(rb"(?:^|\n)message-id[ \t]*:", re.IGNORECASE)
+_HAS_DATE = re.compile(rb"(?:^|\n)date[ \t]*:", re.IGNORECASE)
 _FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")  # field-name, optional obsolete WSP, colon
 
 
@@ -75,18 +75,21 @@ class HeaderCleanup:
         held = self._held
         pos = self._scan
         while pos < len(held):
-            eol = held.find(b"\r\n", pos)
-            if eol < 0 and not final:
+            # LF ends a line here even when bare: BDAT bodies are not line-checked, and a
+            # body written with LF line ends must not look like one endless header.
+            lf = held.find(b"\n", pos)
+            if lf < 0 and not final:
                 self._scan = pos
                 return None
+            eol = lf - 1 if lf > pos and held[lf - 1] == 0x0D else lf
             if eol == pos:
                 return pos, True
             continuation = pos > 0 and held[pos] in (0x20, 0x09)  # SP or HTAB
             if not continuation and _FIELD.match(held, pos) is None:
                 return pos, False
-            if eol < 0:
+            if lf < 0:
                 break
-            pos = eol + 2
+            pos = lf + 1
         if not final:
             self._scan = pos
             return None
@@ -97,7 +100,7 @@ class HeaderCleanup:
         headers = bytes(self._held[:end])
         rest = bytes(self._held[end:])
         self._held.clear()
-        if headers and not headers.endswith(b"\r\n"):
+        if headers and not headers.endswith(b"\n"):
             headers += b"\r\n"
         extra = b""
         if self._msgid is not None and _HAS_MSGID.search(headers) is None:

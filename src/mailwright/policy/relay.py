@@ -10,6 +10,7 @@ Rules:
   Postfix's `allow_untrusted_routing = no`.  A downstream MTA could otherwise turn
   "user%elsewhere@our.domain" into mail for elsewhere.  Source routes never reach here:
   the address parser drops them (RFC 5321 C).  Address literals are not our domains.
+- postmaster at our own hostname is always accepted (RFC 5321 4.5.1).
 - An authenticated user may send anywhere, but only from the sender addresses it owns
   when `sender_must_be_owned` is set (553 5.7.1 otherwise).  The null sender is allowed.
 
@@ -20,16 +21,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from mailwright.protocol.address import Address
+from mailwright.protocol.address import Address, AddressError
 from mailwright.protocol.reply import R, Reply
 
 _ROUTING = ("%", "!", "@")
 
 
 class RelayPolicy:
-    def __init__(self, local_domains: Iterable[str], relay_domains: Iterable[str] = ()) -> None:
+    def __init__(
+        self, local_domains: Iterable[str], relay_domains: Iterable[str] = (), *, hostname: str = ""
+    ) -> None:
         self.local_domains = frozenset(_norm(d) for d in local_domains)
         self.relay_domains = frozenset(_norm(d) for d in relay_domains)
+        self.hostname = _norm(hostname) if hostname else ""
 
     def accepts_domain(self, address: Address) -> bool:
         if address.is_literal:
@@ -37,8 +41,14 @@ class RelayPolicy:
         domain = address.ascii_domain
         return domain in self.local_domains or domain in self.relay_domains
 
+    def _is_hostname(self, address: Address) -> bool:
+        return not address.is_literal and address.ascii_domain == self.hostname
+
     def check_recipient(self, rcpt: Address, *, authenticated: bool) -> Reply | None:
         if authenticated:
+            return None
+        # RFC 5321 4.5.1: postmaster at this host is always accepted ("<Postmaster>" too).
+        if self.hostname and rcpt.local.lower() == "postmaster" and self._is_hostname(rcpt):
             return None
         if not self.accepts_domain(rcpt) or any(c in rcpt.local for c in _ROUTING):
             return R.RELAY_DENIED
@@ -60,8 +70,11 @@ def check_sender(
 
 
 def _norm(domain: str) -> str:
-    d = domain.strip().rstrip(".").lower()
+    """The form addresses are compared in: the same IDNA2008/UTS 46 A-labels as
+    `Address.ascii_domain` (Python's built-in codec is IDNA 2003, which maps "faß.de" to
+    "fass.de", a different domain)."""
+    d = domain.strip().rstrip(".")
     try:
-        return d.encode("idna").decode("ascii") if not d.isascii() else d
-    except UnicodeError:
-        return d
+        return Address("postmaster", d).ascii_domain
+    except AddressError:
+        return d.lower()

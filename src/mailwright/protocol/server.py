@@ -464,7 +464,7 @@ class ServerConnection:
         parts = arg.split()
         if (
             not 1 <= len(parts) <= 2
-            or not parts[0].isdigit()
+            or not (parts[0].isascii() and parts[0].isdigit())
             or len(parts[0]) > 15
             or (len(parts) == 2 and parts[1].upper() != "LAST")
         ):
@@ -509,6 +509,8 @@ class ServerConnection:
         if failure is not None:
             if self.state is State.BDAT:
                 self._emit(ev.BodyRejected(failure))
+            elif self.state in (State.MAIL, State.RCPT):
+                self._emit(ev.TransactionReset())
             self._reset_transaction()
             self._error(failure)
         elif self._bdat_last:
@@ -529,13 +531,13 @@ class ServerConnection:
         if after is None:
             return True
         self._in[:0] = after
+        self.state = State.READY  # before _error, which may close the session
         if data.failure is not None:
             self._emit(ev.BodyRejected(data.failure))
             self._reset_transaction()
             self._error(data.failure)
         else:
             self._emit(ev.EndOfData(data.size))
-        self.state = State.READY
         return True
 
     def _cmd_rset(self, arg: str) -> None:
