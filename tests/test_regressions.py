@@ -1,8 +1,9 @@
 """Regression tests for bugs an independent review of the server found (one test per finding).
 
-Each test asserts the correct behaviour; all were failing before their fixes.  Most drive the sans-IO engine in memory (the Harness of tests/protocol/test_server.py)
-or a single module; the net-level ones drive `SMTPSession` with a fake transport, and one runs a
-real server (tests/spawn.py).
+Each test asserts the correct behaviour; all failed before their fixes.  Most drive the sans-IO
+engine in memory (the Harness of tests/protocol/test_server.py) or a single module; the
+net-level ones drive `SMTPSession` with a fake transport, and one runs a real server
+(tests/spawn.py).
 
 Not responsible for: re-testing behaviour the module test suites already cover.
 """
