@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 import smtplib
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tmpfs import mounted_tmpfs
 
 from .conftest import QUEUED, RawSMTP, ServerFactory, queued_ids, stored_body
 
@@ -26,19 +27,8 @@ INLINE = 40 * 1024  # kept in the database row: the disk fills up inside SQLite'
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "queue-fs"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (EPERM otherwise)")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"mount -t tmpfs refused here (EPERM in a container?): {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "queue-fs", "6m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def message(n: int, size: int) -> bytes:
