@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sqlite3
+from collections.abc import Awaitable, Callable
 
 import uvloop
 
@@ -59,7 +60,7 @@ def listener_settings(config: Config, lc: ListenerConfig, tls: bool) -> ServerSe
     )
 
 
-def make_verifier(users: UserStore) -> object:
+def make_verifier(users: UserStore) -> Callable[[Credentials, str], Awaitable[bool]]:
     async def verify(cred: Credentials, listener: str) -> bool:
         if cred.authzid and cred.authzid != cred.authcid:
             return False  # acting for another user is not offered
@@ -106,7 +107,7 @@ class Server:
             max_failures=cfg.auth.max_failures, window=cfg.auth.failure_window, lockout=cfg.auth.lockout
         )
         auth = AuthBackend(
-            verify=make_verifier(users),  # type: ignore[arg-type]
+            verify=make_verifier(users),
             owns=users.owns_sender,
             limiter=limiter,
             sender_must_be_owned=cfg.auth.sender_must_be_owned,

@@ -38,6 +38,7 @@ from mailwright.policy.cleanup import HeaderCleanup, protocol_name
 from mailwright.policy.relay import RelayPolicy, check_sender
 from mailwright.protocol import events as ev
 from mailwright.protocol.reply import R, Reply, SMTPError
+from mailwright.protocol.sasl import Credentials
 from mailwright.protocol.server import ServerConnection, ServerSettings
 from mailwright.queue.model import Envelope, Recipient
 from mailwright.queue.store import MessageWriter, QueueStore
@@ -61,7 +62,7 @@ class AuthBackend:
 
     def __init__(
         self,
-        verify: Callable[[Any, str], Awaitable[bool]],
+        verify: Callable[[Credentials, str], Awaitable[bool]],
         owns: Callable[[str, str], bool],
         limiter: AuthFailureLimiter,
         sender_must_be_owned: bool,

@@ -129,7 +129,7 @@ def _keywords(
 
 
 @functools.lru_cache(maxsize=1024)
-def _hello_reply(
+def _cached_hello_reply(
     s: ServerSettings, name: str, extended: bool, tls_active: bool, authenticated: bool
 ) -> Reply:
     head = f"{s.hostname} Hello {name}"
@@ -405,7 +405,7 @@ class ServerConnection:
             self._advertised = _keywords(self.settings, self.tls_active, authed)[1]
         else:
             self._advertised = frozenset()
-        return _hello_reply(self.settings, event.hostname, event.extended, self.tls_active, authed)
+        return _cached_hello_reply(self.settings, event.hostname, event.extended, self.tls_active, authed)
 
     def _cmd_mail(self, arg: str) -> None:
         s = self.settings
