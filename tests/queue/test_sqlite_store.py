@@ -390,7 +390,7 @@ def test_free_space_reserve_refuses_with_452_and_keeps_nothing(tmp_path: Path) -
                 await commit_bytes(store, body_of(200_000))  # spilled: its spool file is removed
             assert store.list_messages() == []
             assert spool_files(tmp_path / "q") == []
-            store.min_free = 0  # space "returns"
+            store.committer.min_free = 0  # space "returns"
             queued = await commit_bytes(store, body_of(2000))
             assert [m.id for m in store.list_messages()] == [queued]
         finally:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import functools
 import logging
 import os
 import queue
@@ -44,11 +43,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailwright.protocol.reply import R, SMTPError
+from mailwright.queue.committer import BatchCommitter, Job, Outcome, WriterStats
 from mailwright.queue.model import (
     Envelope,
     MessageInfo,
@@ -57,7 +57,7 @@ from mailwright.queue.model import (
     RecipientStatus,
     new_queue_id,
 )
-from mailwright.queue.spool import READ_CHUNK, Spool, SpoolWriter, storage_error
+from mailwright.queue.spool import READ_CHUNK, Spool, SpoolWriter
 from mailwright.queue.store import MessageWriter, QueueStore
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 512
 WAL_AUTOCHECKPOINT_PAGES = 256
 WAL_SIZE_LIMIT = 8 * 1024 * 1024
-CHECKPOINT_HEADROOM = 2 * 1024 * 1024  # > WAL_AUTOCHECKPOINT_PAGES * page size (4 KiB), with margin
 BUSY_TIMEOUT_MS = 10_000
-_SPOOL_SUFFIX = ".msg"
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: initial schema. `body` is the last column so reading the others never walks its overflow pages.
@@ -110,50 +108,7 @@ class QueueLocked(RuntimeError):
     """Another process already writes to this queue directory."""
 
 
-@dataclass(slots=True)
-class WriterStats:
-    """Counters kept by the writer thread (plain ints: reads from other threads are approximate)."""
-
-    transactions: int = 0
-    messages: int = 0
-    failed: int = 0
-    largest_batch: int = 0
-
-
-@dataclass(slots=True)
-class _Job:
-    writer: SpoolWriter
-    envelope: Envelope
-    id: str
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[str]
-    spool_name: str | None = None
-    settled: bool = False
-
-
-_MESSAGES_INSERT = (
-    "INSERT INTO messages (id, sender, mail_params, client_ip, helo, auth_user, tls,"
-    " received_at, size, spool_name, body) VALUES "
-)
-_RECIPIENTS_INSERT = (
-    "INSERT INTO recipients (message_id, idx, address, notify, orcpt, state, next_attempt) VALUES "
-)
-_ROWS_PER_INSERT = 256  # 11 columns x 256 rows stays far below SQLite's 32,766 variables
-
-
-@functools.lru_cache(maxsize=64)
-def _insert_sql(head: str, columns: int, rows: int) -> str:
-    one = "(" + ",".join("?" * columns) + ")"
-    return head + ",".join([one] * rows)
-
-
-def _sqlite_error(exc: sqlite3.Error) -> SMTPError:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "disk is full" in str(exc):
-        return SMTPError(R.STORAGE_FULL)
-    return SMTPError(R.LOCAL_ERROR)
-
-
+_Ticket = tuple[asyncio.AbstractEventLoop, "asyncio.Future[str]"]
 _Settlement = tuple["asyncio.Future[str]", str | None, SMTPError | None]
 
 
@@ -178,6 +133,7 @@ class SQLiteQueueStore:
         inline_limit: int = 64 * 1024,
         batch_window: float = 0.002,
         writer: bool = True,
+        writer_thread: bool = True,
         min_free: int = 0,
     ) -> None:
         self.directory = Path(directory)
@@ -185,17 +141,14 @@ class SQLiteQueueStore:
         self.spool = Spool(self.directory / "spool")
         self.inline_limit = inline_limit
         self.batch_window = batch_window
-        self.min_free = min_free
-        self._checkpoint_due = False  # set after disk-full: the WAL may hold space to give back
-        self.stats = WriterStats()
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self.committer = BatchCommitter(self.directory, self.spool, self._connect, min_free)
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock_fd: int | None = None
         self._closed = False
         self._open_writers: set[SpoolWriter] = set()
-        self._settled: list[tuple[_Job, str | None, SMTPError | None]] = []  # writer thread only
         if writer:
-            self._start_writer_role()
+            self._start_writer_role(writer_thread)
         elif not self.db_path.exists():
             raise FileNotFoundError(f"no queue database at {self.db_path}")
 
@@ -213,7 +166,7 @@ class SQLiteQueueStore:
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         return conn
 
-    def _start_writer_role(self) -> None:
+    def _start_writer_role(self, thread: bool) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.directory / "queue.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -240,8 +193,11 @@ class SQLiteQueueStore:
         except BaseException:
             self._release_lock()
             raise
-        self._thread = threading.Thread(target=self._run, name=f"queue-writer:{self.directory}", daemon=True)
-        self._thread.start()
+        if thread:
+            self._thread = threading.Thread(
+                target=self._run, name=f"queue-writer:{self.directory}", daemon=True
+            )
+            self._thread.start()
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -271,6 +227,13 @@ class SQLiteQueueStore:
                 log.error(
                     "queue %s: message %s has lost its body file spool/%s", self.directory, message_id, name
                 )
+
+    def close_writer_role(self) -> None:
+        """For a store opened with `writer_thread=False` (the queue service drives `committer`
+        itself): close the committer's connection and give up the directory lock."""
+        self._closed = True
+        self.committer.close()
+        self._release_lock()
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
@@ -310,7 +273,7 @@ class SQLiteQueueStore:
             envelope = replace(envelope, received_at=time.time())
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
-        self._jobs.put(_Job(own, envelope, new_queue_id(envelope.received_at), loop, future))
+        self._jobs.put(Job(own, envelope, new_queue_id(envelope.received_at), (loop, future)))
         return future
 
     def abort(self, writer: MessageWriter) -> None:
@@ -334,8 +297,11 @@ class SQLiteQueueStore:
 
     # -- the writer thread ---------------------------------------------------------------------
 
+    @property
+    def stats(self) -> WriterStats:
+        return self.committer.stats
+
     def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
         last_batch = 0
         stopping = False
         while not stopping:
@@ -345,7 +311,7 @@ class SQLiteQueueStore:
             batch = [first]
             if last_batch > 1:
                 # Sleep through the window instead of waking for every job that arrives:
-                # each wake-up would take the GIL away from the event loop.
+                # each wake-up would take the GIL from the event loop.
                 time.sleep(self.batch_window)
             while len(batch) < MAX_BATCH:
                 try:
@@ -357,178 +323,15 @@ class SQLiteQueueStore:
                     break
                 batch.append(job)
             last_batch = len(batch)
-            try:
-                if conn is None:
-                    conn = self._connect()
-                conn = self._process(conn, batch)
-            except sqlite3.Error as exc:
-                log.error("queue writer: cannot open %s: %s", self.db_path, exc)
-                self._fail_all(batch, _sqlite_error(exc))
-            except Exception:
-                log.exception("queue writer: unexpected failure; failing %d message(s)", len(batch))
-                self._fail_all(batch, SMTPError(R.LOCAL_ERROR))
-                conn = self._reopen(conn)
-            finally:
-                self._hand_back()
-        if conn is not None:
-            conn.close()
+            self._hand_back(self.committer.commit(batch))
+        self.committer.close()
 
-    def _process(self, conn: sqlite3.Connection | None, batch: list[_Job]) -> sqlite3.Connection | None:
-        """Make one batch durable; returns the connection to keep using (None: reopen next time)."""
-        ready: list[_Job] = []
-        for job in batch:
-            try:
-                job.spool_name = job.writer.finish(job.id + _SPOOL_SUFFIX)
-            except SMTPError as exc:
-                self._fail(job, exc)
-            else:
-                ready.append(job)
-        if any(job.spool_name for job in ready):
-            try:
-                self.spool.sync_directory()
-            except OSError as exc:
-                dir_error = storage_error(exc)
-                for job in [j for j in ready if j.spool_name]:
-                    self._fail(job, dir_error)
-                ready = [j for j in ready if not j.spool_name]
-        if not ready:
-            return conn
-        if not self._room_for(conn, ready):
-            for job in ready:
-                self._fail(job, SMTPError(R.STORAGE_FULL))
-            return conn
-        error = self._insert(conn, ready)
-        if error is None:
-            self._succeed(ready)
-            return conn
-        if error.reply != R.STORAGE_FULL:
-            conn = self._reopen(conn)
-        if len(ready) == 1:
-            self._fail(ready[0], error)
-            return conn
-        for job in ready:  # isolate the jobs that really fail
-            if conn is None:
-                conn = self._connect()
-            job_error = self._insert(conn, [job])
-            if job_error is None:
-                self._succeed([job])
-            else:
-                self._fail(job, job_error)
-                if job_error.reply != R.STORAGE_FULL:
-                    conn = self._reopen(conn)
-        return conn
-
-    def _free_bytes(self) -> int:
-        st = os.statvfs(self.directory)
-        return st.f_bavail * st.f_frsize
-
-    def _room_for(self, conn: sqlite3.Connection | None, jobs: list[_Job]) -> bool:
-        """Whether the batch fits above the reserve (Postfix's queue_minfree, in spirit).
-
-        Refusing with 452 while some space is left keeps SQLite from ever running the disk
-        completely full, where a half-done checkpoint could hold the WAL's space hostage.
-        """
-        if self.min_free <= 0 and not self._checkpoint_due:
-            return True
-        inline = sum(j.writer.size for j in jobs if not j.spool_name)
-        try:
-            free = self._free_bytes()
-        except OSError:
-            return True  # cannot tell: let SQLite itself report a full disk
-        if self._checkpoint_due and conn is not None and free > CHECKPOINT_HEADROOM:
-            try:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                self._checkpoint_due = False
-                free = self._free_bytes()
-            except sqlite3.Error as exc:
-                log.info("queue writer: checkpoint after disk-full not done yet: %s", exc)
-        return free - 2 * inline - CHECKPOINT_HEADROOM >= self.min_free
-
-    def _insert(self, conn: sqlite3.Connection | None, jobs: list[_Job]) -> SMTPError | None:
-        if conn is None:
-            return SMTPError(R.LOCAL_ERROR)
-        messages: list[tuple[Any, ...]] = []
-        recipients: list[tuple[Any, ...]] = []
-        for job in jobs:
-            env = job.envelope
-            body = None if job.spool_name else job.writer.inline_body
-            messages.append(
-                (job.id, env.sender, env.mail_params, env.client_ip, env.helo, env.auth_user, int(env.tls),
-                 env.received_at, job.writer.size, job.spool_name, body)
-            )  # fmt: skip
-            recipients.extend(
-                (job.id, i, r.address, r.notify, r.orcpt, RecipientState.QUEUED.value, env.received_at)
-                for i, r in enumerate(env.recipients)
-            )
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            # Multi-row INSERTs: one statement step per table and batch.  Each step releases
-            # and retakes the GIL, so per-row steps (executemany) made the writer thread and
-            # the event loop trade the GIL dozens of times per batch.
-            for start in range(0, len(messages), _ROWS_PER_INSERT):
-                rows = messages[start : start + _ROWS_PER_INSERT]
-                conn.execute(_insert_sql(_MESSAGES_INSERT, 11, len(rows)), [v for row in rows for v in row])
-            for start in range(0, len(recipients), _ROWS_PER_INSERT):
-                rows = recipients[start : start + _ROWS_PER_INSERT]
-                conn.execute(_insert_sql(_RECIPIENTS_INSERT, 7, len(rows)), [v for row in rows for v in row])
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # SQLite may already have rolled back by itself
-            log.warning("queue writer: transaction of %d message(s) failed: %s", len(jobs), exc)
-            error = _sqlite_error(exc)
-            if error.reply == R.STORAGE_FULL:
-                self._checkpoint_due = True
-            return error
-        self.stats.transactions += 1
-        self.stats.largest_batch = max(self.stats.largest_batch, len(jobs))
-        return None
-
-    def _reopen(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
-        if conn is not None:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
-        try:
-            return self._connect()
-        except sqlite3.Error as exc:
-            log.error("queue writer: cannot reopen %s: %s", self.db_path, exc)
-            return None
-
-    def _succeed(self, jobs: list[_Job]) -> None:
-        for job in jobs:
-            job.settled = True
-            job.writer.settle(committed=True)
-            self.stats.messages += 1
-            self._resolve(job, job.id, None)
-
-    def _fail(self, job: _Job, error: SMTPError) -> None:
-        job.settled = True
-        job.writer.settle(committed=False)
-        self.stats.failed += 1
-        self._resolve(job, None, error)
-
-    def _fail_all(self, jobs: list[_Job], error: SMTPError) -> None:
-        for job in jobs:
-            if job.settled:
-                continue
-            try:
-                self._fail(job, error)
-            except Exception:
-                log.exception("queue writer: cannot clean up message %s", job.id)
-
-    def _resolve(self, job: _Job, result: str | None, error: SMTPError | None) -> None:
-        self._settled.append((job, result, error))
-
-    def _hand_back(self) -> None:
+    def _hand_back(self, outcomes: list[Outcome]) -> None:
         """Resolve the batch's futures with ONE wake-up per event loop, not one per message."""
-        settled, self._settled = self._settled, []
         by_loop: dict[asyncio.AbstractEventLoop, list[_Settlement]] = {}
-        for job, result, error in settled:
-            by_loop.setdefault(job.loop, []).append((job.future, result, error))
+        for job, result, error in outcomes:
+            loop, future = job.ticket
+            by_loop.setdefault(loop, []).append((future, result, error))
         for loop, items in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_settle_all, items)
