@@ -39,6 +39,7 @@ class SpawnedServer:
     ca_file: Path
     ports: dict[str, int]
     config: Path
+    workers: int = 1
     proc: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
 
@@ -133,8 +134,18 @@ def _listening(port: int) -> bool:
     return False
 
 
+# Tests name the process model rather than take the machine's core count: 2 is the multi-process
+# server (a master owning the queue, two SMTP workers), 1 the single process.
+DEFAULT_WORKERS = 2
+
+
 def make_server(
-    root: Path, *, extra: str = "", limits: str = "", queue_dir: Path | None = None
+    root: Path,
+    *,
+    extra: str = "",
+    limits: str = "",
+    queue_dir: Path | None = None,
+    workers: int = DEFAULT_WORKERS,
 ) -> SpawnedServer:
     """Write config, certificate and user for a server under `root` (not started)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -157,6 +168,7 @@ hostname = "{LOCAL_DOMAIN}"
 state_dir = "{root / "state"}"
 local_domains = ["{LOCAL_DOMAIN}"]
 relay_domains = ["{RELAY_DOMAIN}"]
+workers = {workers}
 {extra}
 [[listeners]]
 role = "mx"
@@ -193,7 +205,7 @@ max_connections_per_ip = 20000
 {limits}
 {queue_line}"""
     )
-    server = SpawnedServer(root, ca_file, ports, config)
+    server = SpawnedServer(root, ca_file, ports, config, workers)
     res = server.cli("user", "add", USER, "--cram-md5", "--password-stdin", stdin=PASSWORD + "\n")
     assert res.returncode == 0, res.stderr
     return server

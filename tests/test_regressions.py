@@ -27,9 +27,9 @@ from test_server import Harness
 
 import spawn
 from mailwright.limits.auth_failures import AuthFailureLimiter
+from mailwright.limits.connections import ConnectionLimits
 from mailwright.net.server import (
     AuthBackend,
-    ConnectionLimits,
     ListenerRuntime,
     ServerContext,
     SMTPSession,

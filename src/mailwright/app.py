@@ -18,23 +18,29 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 import uvloop
 
 from mailwright.config.schema import Config, ListenerConfig, unprivileged_note
 from mailwright.limits.auth_failures import AuthFailureLimiter
-from mailwright.net.server import AuthBackend, ConnectionLimits, ListenerRuntime, ServerContext, SMTPSession
+from mailwright.limits.connections import ConnectionLimits
+from mailwright.net.server import AuthBackend, ListenerRuntime, ServerContext, SMTPSession
 from mailwright.net.tls import ReloadableServerContext, TLSConfigError, ensure_self_signed
 from mailwright.policy.relay import RelayPolicy
 from mailwright.protocol.reply import R
 from mailwright.protocol.sasl import Credentials
 from mailwright.protocol.server import ServerSettings
 from mailwright.queue.sqlite import QueueLocked, SQLiteQueueStore
+from mailwright.queue.store import MessageSink
 from mailwright.users.store import UserError, UserStore
 
 log = logging.getLogger("mailwright")
+
+LISTEN_BACKLOG = 1024
 
 
 def _is_loopback(address: str) -> bool:
@@ -74,38 +80,63 @@ def make_verifier(users: UserStore) -> Callable[[Credentials, str], Awaitable[bo
     return verify
 
 
-class Server:
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.servers: list[asyncio.AbstractServer] = []
-        self.tls: ReloadableServerContext | None = None
-        self.store: SQLiteQueueStore | None = None
-        self.ctx: ServerContext | None = None
-        self.sweeper: asyncio.Future[None] | None = None
-
-    def _tls(self) -> ReloadableServerContext:
-        cfg = self.config
-        cert, key = cfg.tls.cert, cfg.tls.key
-        if cert is None or key is None:
-            cert, key = ensure_self_signed(cfg.state_dir / "tls", cfg.hostname)
+def tls_material(config: Config, announce: bool = True) -> tuple[Path, Path]:
+    """The certificate and key to serve: the configured ones, else a generated self-signed pair."""
+    cert, key = config.tls.cert, config.tls.key
+    if cert is None or key is None:
+        cert, key = ensure_self_signed(config.state_dir / "tls", config.hostname)
+        if announce:
             log.warning(
                 "no TLS certificate configured: using a self-signed one for %s at %s. Clients will not "
                 "trust it; set [tls] cert and key to a real certificate (e.g. from Let's Encrypt).",
-                cfg.hostname,
+                config.hostname,
                 cert,
             )
-        return ReloadableServerContext(cert, key)
+    return cert, key
+
+
+class Server:
+    """One event loop's SMTP service.  Alone it owns everything (the single-process server); in a
+    worker process (`prefork`) the master passes in the bound sockets, the queue channel, the
+    shared connection caps and the relayed AUTH limiter, and the worker announces nothing."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: MessageSink | None = None,
+        sockets: Sequence[Sequence[socket.socket]] | None = None,
+        limits: ConnectionLimits | None = None,
+        limiter: AuthFailureLimiter | None = None,
+        announce: bool = True,
+    ) -> None:
+        self.config = config
+        self.servers: list[asyncio.AbstractServer] = []
+        self.tls: ReloadableServerContext | None = None
+        self.store: MessageSink | None = store
+        self.owns_store = store is None
+        self.sockets = sockets
+        self.limits = limits
+        self.limiter = limiter
+        self.announce = announce
+        self.ctx: ServerContext | None = None
+        self.sweeper: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        self.tls = self._tls()
-        users_db = cfg.auth.users_db or cfg.state_dir / "users.db"
-        users = UserStore(users_db)
-        self.store = SQLiteQueueStore(cfg.queue.directory, min_free=cfg.queue.min_free)
-        limiter = AuthFailureLimiter(
-            max_failures=cfg.auth.max_failures, window=cfg.auth.failure_window, lockout=cfg.auth.lockout
-        )
+        self.tls = ReloadableServerContext(*tls_material(cfg, self.announce))
+        users = UserStore(cfg.users_db)
+        if self.store is None:
+            self.store = SQLiteQueueStore(cfg.queue.directory, min_free=cfg.queue.min_free)
+        limiter = self.limiter
+        if limiter is None:  # not `or`: an empty limiter is falsy (it has a length)
+            limiter = AuthFailureLimiter(
+                max_failures=cfg.auth.max_failures, window=cfg.auth.failure_window, lockout=cfg.auth.lockout
+            )
+        limits = self.limits
+        if limits is None:
+            limits = ConnectionLimits(cfg.limits.max_connections, cfg.limits.max_connections_per_ip)
         auth = AuthBackend(
             verify=make_verifier(users),
             owns=users.owns_sender,
@@ -116,16 +147,16 @@ class Server:
             store=self.store,
             relay=RelayPolicy(cfg.local_domains, cfg.relay_domains, hostname=cfg.hostname),
             auth=auth,
-            limits=ConnectionLimits(cfg.limits.max_connections, cfg.limits.max_connections_per_ip),
+            limits=limits,
             command_timeout=cfg.limits.command_timeout,
             data_timeout=cfg.limits.data_timeout,
         )
         self.sweeper = asyncio.ensure_future(ctx.sweep())
         loop = asyncio.get_running_loop()
         note = unprivileged_note(cfg)
-        if note:
+        if note and self.announce:
             log.warning("%s", note)
-        for lc in cfg.listeners:
+        for index, lc in enumerate(cfg.listeners):
             implicit = lc.role == "submissions"
             runtime = ListenerRuntime(
                 name=f"{lc.role}:{lc.port}",
@@ -134,24 +165,39 @@ class Server:
                 tls_context=self.tls.context,
                 add_missing_headers=lc.role != "mx",
             )
-            server = await loop.create_server(
-                lambda rt=runtime: SMTPSession(ctx, rt),
-                host=lc.address,
-                port=lc.port,
-                ssl=self.tls.context if implicit else None,
-                ssl_handshake_timeout=30 if implicit else None,
-                backlog=1024,
-                reuse_address=True,
-            )
-            self.servers.append(server)
-            log.info(
-                "listening on %s:%d (%s%s)",
-                lc.address,
-                lc.port,
-                lc.role,
-                ", implicit TLS" if implicit else "",
-            )
-        log.info("mailwright ready: hostname %s, queue %s", cfg.hostname, cfg.queue.directory)
+
+            def factory(rt: ListenerRuntime = runtime) -> SMTPSession:
+                return SMTPSession(ctx, rt)
+
+            tls = self.tls.context if implicit else None
+            handshake = 30 if implicit else None
+            if self.sockets is None:
+                server = await loop.create_server(
+                    factory,
+                    host=lc.address,
+                    port=lc.port,
+                    ssl=tls,
+                    ssl_handshake_timeout=handshake,
+                    backlog=LISTEN_BACKLOG,
+                    reuse_address=True,
+                )
+                self.servers.append(server)
+            else:
+                for sock in self.sockets[index]:
+                    server = await loop.create_server(
+                        factory, sock=sock, ssl=tls, ssl_handshake_timeout=handshake
+                    )
+                    self.servers.append(server)
+            if self.announce:
+                log.info(
+                    "listening on %s:%d (%s%s)",
+                    lc.address,
+                    lc.port,
+                    lc.role,
+                    ", implicit TLS" if implicit else "",
+                )
+        if self.announce:
+            log.info("mailwright ready: hostname %s, queue %s", cfg.hostname, cfg.queue.directory)
 
     def reload_tls(self) -> None:
         if self.tls is None:
@@ -179,7 +225,7 @@ class Server:
                 if not any(s.task for s in ctx.sessions):
                     break
                 await asyncio.sleep(0.05)
-        if self.store is not None:
+        if self.store is not None and self.owns_store:
             await self.store.close()
 
 
@@ -198,12 +244,19 @@ async def serve(config: Config) -> None:
 
 
 def run(config: Config) -> int:
-    """Run the server on uvloop until a signal stops it."""
+    """Run the server until a signal stops it: one uvloop process, or a master and its workers."""
+    workers = config.worker_count()
+    # With several processes each line names its process, as Postfix's "smtpd[1234]" does.
+    name = "%(name)s[%(process)d]" if workers > 1 else "%(name)s"
     logging.basicConfig(
         level=os.environ.get("MAILWRIGHT_LOG", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {name}: %(message)s",
     )
     try:
+        if workers > 1:
+            from mailwright.prefork.master import run_master
+
+            return run_master(config, workers)
         uvloop.run(serve(config))
     except TLSConfigError as exc:
         log.error("%s", exc)

@@ -352,3 +352,18 @@ def test_clash_reported_against_the_right_entry_after_a_bad_one(tmp_path: Path) 
         f"{path}:10: listeners[2].port = 2500: conflicts with listeners[1] on 127.0.0.2 port 2500"
         in error_of(path)
     )
+
+
+def test_workers_setting(tmp_path: Path) -> None:
+    path = write(tmp_path, 'hostname = "mail.example.org"\nworkers = 3\n')
+    config = load(path, env={"HOME": str(tmp_path)})
+    assert config.workers == 3 and config.worker_count(cpus=64) == 3
+    auto = load(write(tmp_path, 'hostname = "mail.example.org"\n', "auto.toml"), env={"HOME": str(tmp_path)})
+    assert auto.workers == 0
+    assert [auto.worker_count(cpus=n) for n in (1, 2, 8, 64)] == [1, 2, 8, schema.MAX_AUTO_WORKERS]
+    bad = write(tmp_path, 'hostname = "mail.example.org"\nworkers = 300\n', "bad.toml")
+    assert error_of(bad) == (
+        f"{bad}:2: workers = 300: must be a whole number from 0 to 256 (fix: set it to 0, the default)"
+    )
+    quoted = write(tmp_path, 'workers = "2"\n', "quoted.toml")
+    assert "(fix: write it without quotes: workers = 2)" in error_of(quoted)

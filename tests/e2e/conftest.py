@@ -111,15 +111,18 @@ def log_size(srv: spawn.SpawnedServer) -> int:
     return srv.log.stat().st_size if srv.log.exists() else 0
 
 
-def wait_for_log(srv: spawn.SpawnedServer, text: str, *, since: int = 0, timeout: float = 10.0) -> str:
-    """Poll the server log (from byte offset `since`) until `text` appears; return that line."""
+def wait_for_log(
+    srv: spawn.SpawnedServer, text: str, *, since: int = 0, timeout: float = 10.0, count: int = 1
+) -> str:
+    """Poll the server log (from byte offset `since`) until `text` appears on `count` lines (e.g.
+    once per worker process); return the last of them."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with srv.log.open("rb") as f:
             f.seek(since)
             new = f.read().decode("utf-8", "replace")
-        for line in new.splitlines():
-            if text in line:
-                return line
+        found = [line for line in new.splitlines() if text in line]
+        if len(found) >= count:
+            return found[count - 1]
         time.sleep(0.05)
     raise AssertionError(f"{text!r} not in server log:\n{srv.log.read_text(errors='replace')[-3000:]}")

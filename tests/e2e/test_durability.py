@@ -21,6 +21,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 import spawn
 
 from .conftest import QUEUED, ServerFactory, stored_body
@@ -108,10 +110,11 @@ def check_acked(srv: spawn.SpawnedServer, acked: list[tuple[str, str, bytes]], c
     return len(acked)
 
 
-def test_kill9_under_load_loses_no_acknowledged_message(make_server: ServerFactory) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill9_under_load_loses_no_acknowledged_message(make_server: ServerFactory, workers: int) -> None:
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    srv = make_server("durable", start=False)
+    srv = make_server("durable", start=False, workers=workers)
     all_acked: list[tuple[str, str, bytes]] = []
     found = 0
     for round_no in range(ROUNDS):
@@ -128,7 +131,10 @@ def test_kill9_under_load_loses_no_acknowledged_message(make_server: ServerFacto
         assert load.unexpected == [], f"round {round_no} (seed {seed}): failures before the kill"
         found += check_acked(srv, load.acked, cli_sample=3)
         all_acked += load.acked
-    print(f"durability: seed {seed}, {ROUNDS} rounds, {len(all_acked)} acknowledged, {found} found")
+    print(
+        f"durability ({workers} workers): seed {seed}, {ROUNDS} rounds,"
+        f" {len(all_acked)} acknowledged, {found} found"
+    )
     assert len(all_acked) > 0
     assert found == len(all_acked)
 
@@ -185,10 +191,11 @@ def spool_state(queue_dir: Path) -> tuple[list[str], int, int]:
     return [n for n in files if n.endswith(".tmp")], len(files), int(rows)
 
 
-def test_kill9_while_committing_large_spooled_messages(make_server: ServerFactory) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill9_while_committing_large_spooled_messages(make_server: ServerFactory, workers: int) -> None:
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    srv = make_server("large", start=False)
+    srv = make_server("large", start=False, workers=workers)
     qdir = srv.queue_db.parent
     all_acked: list[tuple[str, str, bytes]] = []
     for round_no in range(LARGE_ROUNDS):

@@ -43,12 +43,15 @@ def send(smtp: smtplib.SMTP, msg: bytes) -> tuple[int, str]:
     return code, text.decode()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("size", [SPILLED, INLINE], ids=["spooled", "inline"])
-def test_full_disk_answers_452_and_recovers(make_server: ServerFactory, tmpfs: Path, size: int) -> None:
+def test_full_disk_answers_452_and_recovers(
+    make_server: ServerFactory, tmpfs: Path, size: int, workers: int
+) -> None:
     queue_dir = tmpfs / "queue"
     filler = tmpfs / "filler"
     filler.write_bytes(os.urandom(2 * 1024 * 1024))
-    srv = make_server("full", queue_dir=queue_dir)
+    srv = make_server("full", queue_dir=queue_dir, workers=workers)
 
     accepted: dict[str, bytes] = {}
     full_reply: tuple[int, str] | None = None

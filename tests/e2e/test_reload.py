@@ -73,8 +73,9 @@ def hup(srv: spawn.SpawnedServer) -> None:
     srv.proc.send_signal(signal.SIGHUP)
 
 
-def test_sighup_swaps_the_certificate(make_server: ServerFactory, tmp_path: Path) -> None:
-    srv = make_server("reload")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_swaps_the_certificate(make_server: ServerFactory, tmp_path: Path, workers: int) -> None:
+    srv = make_server("reload", workers=workers)
     old_ca = srv.ca_file
     old_issuer = starttls_issuer(srv, old_ca)
     # A session opened before the reload keeps working afterwards.
@@ -85,7 +86,7 @@ def test_sighup_swaps_the_certificate(make_server: ServerFactory, tmp_path: Path
     new_ca = install_new_cert(srv, tmp_path)
     mark = log_size(srv)
     hup(srv)
-    wait_for_log(srv, "TLS certificate reloaded", since=mark)
+    wait_for_log(srv, "TLS certificate reloaded", since=mark, count=srv.workers)
 
     new_issuer = starttls_issuer(srv, new_ca)
     assert new_issuer != old_issuer
@@ -98,18 +99,21 @@ def test_sighup_swaps_the_certificate(make_server: ServerFactory, tmp_path: Path
     before.quit()
 
 
-def test_broken_certificate_keeps_the_old_one(make_server: ServerFactory, tmp_path: Path) -> None:
-    srv = make_server("broken")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_broken_certificate_keeps_the_old_one(
+    make_server: ServerFactory, tmp_path: Path, workers: int
+) -> None:
+    srv = make_server("broken", workers=workers)
     good_ca = install_new_cert(srv, tmp_path)
     mark = log_size(srv)
     hup(srv)
-    wait_for_log(srv, "TLS certificate reloaded", since=mark)
+    wait_for_log(srv, "TLS certificate reloaded", since=mark, count=srv.workers)
     issuer = starttls_issuer(srv, good_ca)
 
     (srv.root / "cert.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n")
     mark = log_size(srv)
     hup(srv)
-    line = wait_for_log(srv, "TLS reload failed", since=mark)
+    line = wait_for_log(srv, "TLS reload failed", since=mark, count=srv.workers)
     assert "keeping the old certificate" in line
     assert "cert.pem" in line, f"the log does not say which file is wrong: {line}"
 

@@ -83,8 +83,11 @@ def test_queue_list_shows_queued_messages(make_server: ServerFactory) -> None:
     assert sorted(ids) == sorted(srv.queued())
 
 
-def test_second_server_on_the_same_queue_or_port_exits_1_with_a_fix(make_server: ServerFactory) -> None:
-    srv = make_server()
+@pytest.mark.parametrize("workers", [1, 2])
+def test_second_server_on_the_same_queue_or_port_exits_1_with_a_fix(
+    make_server: ServerFactory, workers: int
+) -> None:
+    srv = make_server(workers=workers)
     # Same config: the queue directory is locked by the running server.
     same = serve(srv.config)
     assert same.returncode == 1

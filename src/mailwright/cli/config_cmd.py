@@ -33,6 +33,7 @@ def render(config: Config) -> str:
         f"state_dir = {toml_value(config.state_dir)}",
         f"local_domains = {toml_value(config.local_domains)}",
         f"relay_domains = {toml_value(config.relay_domains)}",
+        f"workers = {config.workers}",
     ]
     for lc in config.listeners:
         out += [

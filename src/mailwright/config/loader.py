@@ -8,6 +8,8 @@ example (all values shown are the defaults, except where a comment says otherwis
                                          # as root, else ~/.local/state/mailwright
     local_domains = ["example.org"]      # final destination; default: [hostname]
     relay_domains = ["example.net"]      # accepted from anyone and relayed onward; default: []
+    workers = 0                          # SMTP worker processes: 0 = one per CPU core (at most
+                                         # 16), 1 = a single process
 
     [[listeners]]                        # default: mx, submission, submissions, submission 2525
     role = "mx"                          # "mx" (port 25), "submission" (587, STARTTLS),
@@ -585,6 +587,7 @@ def load(
     r.table(queue_table, ("queue",), _field_names(QueueConfig))
     queue_dir = r.path(queue_table, ("queue", "directory"), 'write directory = "/var/lib/mailwright/queue"')
     min_free = r.integer(queue_table, ("queue", "min_free"), QueueConfig.min_free, 0, 2**63 - 1)
+    workers = r.integer(data, ("workers",), 0, 0, schema.MAX_WORKERS)
     if r.problems:
         raise ConfigError(r.problems)
     return Config(
@@ -597,5 +600,6 @@ def load(
         auth=auth,
         limits=limits,
         queue=QueueConfig(queue_dir if queue_dir is not None else state_dir / "queue", min_free=min_free),
+        workers=workers,
         source=path.absolute(),
     )

@@ -118,6 +118,10 @@ class QueueConfig:
     min_free: int = 64 * 1024 * 1024
 
 
+MAX_WORKERS = 256
+MAX_AUTO_WORKERS = 16  # "one per core" stops here: the single queue writer becomes the limit
+
+
 @dataclass(frozen=True)
 class Config:
     hostname: str
@@ -129,7 +133,16 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    # SMTP worker processes; 0: one per CPU core; 1: a single process (the queue writer is then a
+    # thread of it).  With two or more, a master process owns the queue (see prefork.master).
+    workers: int = 0
     source: Path | None = None
+
+    def worker_count(self, cpus: int | None = None) -> int:
+        """The number of worker processes `workers` means on this machine (1: no master)."""
+        if self.workers:
+            return self.workers
+        return max(1, min(cpus if cpus is not None else (os.cpu_count() or 1), MAX_AUTO_WORKERS))
 
     @property
     def users_db(self) -> Path:

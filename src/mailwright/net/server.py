@@ -27,12 +27,12 @@ import logging
 import secrets
 import ssl
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 from mailwright.limits.auth_failures import AuthFailureLimiter, client_key
+from mailwright.limits.connections import ConnectionLimits
 from mailwright.net.tls import session_facts
 from mailwright.policy.cleanup import HeaderCleanup, protocol_name
 from mailwright.policy.relay import RelayPolicy, check_sender
@@ -41,7 +41,7 @@ from mailwright.protocol.reply import R, Reply, SMTPError
 from mailwright.protocol.sasl import Credentials
 from mailwright.protocol.server import ServerConnection, ServerSettings
 from mailwright.queue.model import Envelope, Recipient
-from mailwright.queue.store import MessageWriter, QueueStore
+from mailwright.queue.store import MessageSink, MessageWriter
 
 log = logging.getLogger("mailwright.smtpd")
 
@@ -73,34 +73,13 @@ class AuthBackend:
         self.sender_must_be_owned = sender_must_be_owned
 
 
-class ConnectionLimits:
-    def __init__(self, total: int, per_ip: int) -> None:
-        self.total = total
-        self.per_ip = per_ip
-        self.open = 0
-        self.by_ip: Counter[str] = Counter()
-
-    def admit(self, ip: str) -> bool:
-        if self.open >= self.total or self.by_ip[ip] >= self.per_ip:
-            return False
-        self.open += 1
-        self.by_ip[ip] += 1
-        return True
-
-    def release(self, ip: str) -> None:
-        self.open -= 1
-        self.by_ip[ip] -= 1
-        if self.by_ip[ip] <= 0:
-            del self.by_ip[ip]
-
-
 class ServerContext:
     """Everything shared by all sessions of one server process."""
 
     def __init__(
         self,
         *,
-        store: QueueStore,
+        store: MessageSink,
         relay: RelayPolicy,
         auth: AuthBackend,
         limits: ConnectionLimits,
@@ -459,6 +438,7 @@ class SMTPSession(asyncio.Protocol):
         key = client_key(self.peer_ip)
         locked = auth.limiter.check(key)
         if locked is not None:
+            log.info("AUTH refused from %s: locked out after repeated failures", self.peer_ip)
             conn.reject(locked)
             return
         ok = await auth.verify(event.credentials, self.listener.name)

@@ -5,6 +5,8 @@ into a temporary file `spool/<random>.tmp` and appends every further chunk there
 on the event loop thread). At commit time the store's writer thread calls `finish(final_name)`, which
 fsyncs the file, closes it and renames it to its final name; the store then fsyncs the spool directory
 once per batch (`Spool.sync_directory`) before it commits the rows that reference those names.
+In a multi-process server the worker that received the body calls `hand_over()` instead (the file
+closed, unsynced) and the master commits it as a `HandedOverBody`, which does the same steps by name.
 
 Invariants:
 - At most `inline_limit` bytes of a body are held in memory; spilled bodies cost one file descriptor.
@@ -58,7 +60,8 @@ class Spool:
     def new_temp(self) -> tuple[Path, int]:
         """Create a fresh temp file (exclusive) and return its path and a raw write descriptor."""
         while True:
-            path = self.directory / (secrets.token_hex(8) + _TMP_SUFFIX)
+            # The pid prefix lets a multi-process server remove what a dead worker left behind.
+            path = self.directory / f"{os.getpid()}-{secrets.token_hex(8)}{_TMP_SUFFIX}"
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             except FileExistsError:
@@ -72,6 +75,16 @@ class Spool:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def publish(self, temp: Path, final_name: str) -> Path:
+        """Rename a synced temp file to its final name; returns the new path."""
+        final = self.path(final_name)
+        # Only the queue's single writer creates final names, so this check cannot race;
+        # it keeps a colliding id from clobbering a committed body.
+        if final.exists():
+            raise FileExistsError(errno.EEXIST, "spool file exists", str(final))
+        os.rename(temp, final)
+        return final
 
     def remove(self, name: str) -> bool:
         try:
@@ -89,6 +102,15 @@ class Spool:
         for name in sorted(self.names() - referenced):
             if self.remove(name):
                 removed.append(name)
+        return removed
+
+    def remove_temps_of(self, pid: int) -> int:
+        """Remove the temp files of a process that died while receiving (see `new_temp`)."""
+        prefix = f"{pid}-"
+        removed = 0
+        for name in self.names():
+            if name.startswith(prefix) and name.endswith(_TMP_SUFFIX) and self.remove(name):
+                removed += 1
         return removed
 
     def read(self, name: str) -> Iterator[bytes]:
@@ -207,18 +229,27 @@ class SpoolWriter:
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
-            final = self._spool.path(final_name)
-            # Only the store's single writer thread creates final names, so this check cannot race;
-            # it keeps a colliding id from clobbering a committed body.
-            if final.exists():
-                raise FileExistsError(errno.EEXIST, "spool file exists", str(final))
-            os.rename(self._path, final)
-            self._path = final
+            self._path = self._spool.publish(self._path, final_name)
         except OSError as exc:
             self._fail(storage_error(exc))
             assert self._error is not None
             raise self._error from exc
         return final_name
+
+    def hand_over(self) -> str | None:
+        """Give a body to another process's writer: the spilled file's name (None: inline body).
+
+        The file is closed here, unsynced; from now on the receiver fsyncs, renames or removes
+        it (see `HandedOverBody`), and this writer never touches it again.
+        """
+        self.begin_commit()
+        if self._fd is None:
+            return None
+        assert self._path is not None
+        os.close(self._fd)
+        self._fd = None
+        name, self._path = self._path.name, None
+        return name
 
     def settle(self, committed: bool) -> None:
         """Writer thread: the rows are committed (keep the file) or were not (remove it)."""
@@ -235,3 +266,42 @@ class SpoolWriter:
             self._discard_file()
             self._buffer = None
             self._state = _State.ABORTED
+
+
+class HandedOverBody:
+    """A body received by another process (a worker) and committed here (see `SpoolWriter.hand_over`).
+
+    Same contract as `SpoolWriter.finish`/`settle`: fsync (through a descriptor of our own: fsync
+    flushes the file, whoever wrote it), rename, and remove the file when the commit fails.
+    """
+
+    __slots__ = ("_path", "_spool", "inline_body", "size")
+
+    def __init__(self, spool: Spool, size: int, inline_body: bytes | None, temp_name: str | None) -> None:
+        self.size = size
+        self.inline_body = inline_body
+        self._spool = spool
+        self._path = None if temp_name is None else spool.path(temp_name)
+
+    def finish(self, final_name: str) -> str | None:
+        if self._path is None:
+            return None
+        try:
+            fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._path = self._spool.publish(self._path, final_name)
+        except OSError as exc:
+            self.settle(committed=False)
+            raise storage_error(exc) from exc
+        return final_name
+
+    def settle(self, committed: bool) -> None:
+        path, self._path = self._path, None
+        if path is not None and not committed:
+            try:
+                path.unlink()
+            except OSError:
+                pass  # gone already; or the start-up sweep removes it

@@ -235,6 +235,14 @@ class SQLiteQueueStore:
         self.committer.close()
         self._release_lock()
 
+    def release_lock_in_child(self) -> None:
+        """In a process forked from the writer: close the inherited lock descriptor, so that the
+        lock lives and dies with the writer alone (flock belongs to the open file, not the pid)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self._closed = True
+
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor drops the flock

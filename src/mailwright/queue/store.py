@@ -40,8 +40,8 @@ class MessageWriter(Protocol):
     def write(self, chunk: bytes) -> None: ...
 
 
-class QueueStore(Protocol):
-    """Durable storage of accepted messages (see module docstring for the contract)."""
+class MessageSink(Protocol):
+    """The receiving side of a queue: all an SMTP server needs (see module docstring)."""
 
     def open_message(self) -> MessageWriter: ...
 
@@ -56,6 +56,10 @@ class QueueStore(Protocol):
     def abort(self, writer: MessageWriter) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class QueueStore(MessageSink, Protocol):
+    """Durable storage of accepted messages: receiving plus the operator API."""
 
     def list_messages(self) -> list[MessageInfo]: ...
 

@@ -1,0 +1,418 @@
+"""The multi-process server: one master that owns the queue, N forked workers that speak SMTP.
+
+Why: one Python process is bound to one core by the GIL, and in one process the queue's writer
+thread and the event loop trade the GIL for every batch. Here the SMTP sessions run in `workers`
+processes that all accept from the same listening sockets (bound once, by the master, before the
+fork; the kernel hands each connection to one of them), and the master is the queue's single
+writer, like Postfix's smtpd processes feeding cleanup and the queue manager. The master runs no
+event loop: it waits in `select` on the workers' channels, takes every COMMIT that arrived, makes
+the lot durable in ONE transaction (`queue.committer`), and answers. A batch forms by itself while
+the previous one is being fsynced; nothing waits for a timer.
+
+Start-up happens in the master before any fork, so every start-up error is reported once, with its
+fix: the queue directory lock, schema migration and recovery, the TLS material, the user database,
+and the listening sockets.
+
+Life cycle:
+- A worker that dies is reaped and replaced (after a pause when it dies young, so a crash loop does
+  not spin); its connection counts are cleared. Its sessions' unanswered commits are answered by
+  nobody, which is safe: no 250 was sent for them.
+- SIGTERM/SIGINT: the master tells every worker to stop (they answer 421 to idle sessions and wait
+  for their commits), keeps committing until they are gone (SIGKILL after `STOP_GRACE`), then
+  closes the queue. SIGHUP is passed on: each worker reloads the certificate.
+- If the master dies, the kernel kills the workers (PR_SET_PDEATHSIG) and their channel ends: an
+  accepted message is never acknowledged by a worker whose master cannot commit it.
+- AUTH failures and successes are relayed to every other worker, so a lockout holds server-wide.
+
+Not responsible for: SMTP (`net.server`, run by each worker through `app.Server`), the commit
+itself (`queue.committer`), the wire format (`prefork.wire`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvloop
+
+from mailwright.config.schema import Config, ListenerConfig, unprivileged_note
+from mailwright.limits.connections import ConnectionLimits, ConnectionTable
+from mailwright.net.tls import ReloadableServerContext
+from mailwright.prefork import wire
+from mailwright.prefork.worker import MasterLink, RelayedAuthLimiter, RemoteQueueStore
+from mailwright.queue.committer import Job
+from mailwright.queue.spool import HandedOverBody
+from mailwright.queue.sqlite import SQLiteQueueStore
+from mailwright.users.store import UserStore
+
+log = logging.getLogger("mailwright")
+
+STOP_GRACE = 30.0  # seconds the workers get to finish their sessions' commits on shutdown
+YOUNG = 2.0  # a worker that dies younger than this is restarted only after RESTART_PAUSE
+RESTART_PAUSE = 2.0
+_READ = 1 << 20
+_SEND_TIMEOUT = 10.0
+_PR_SET_PDEATHSIG = 1
+_WORKER_FAILED = 70  # EX_SOFTWARE
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    slot: int
+    pid: int
+    channel: socket.socket | None
+    started: float
+    reader: wire.FrameReader = field(default_factory=wire.FrameReader)
+    outbox: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+def bind_listener(lc: ListenerConfig, backlog: int) -> list[socket.socket]:
+    """Listening sockets for one listener (one per address `lc.address` resolves to)."""
+    infos = socket.getaddrinfo(lc.address or None, lc.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, addr in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                # Worded as asyncio words it, so both server modes report a clash alike.
+                reason = (exc.strerror or str(exc)).lower()
+                raise OSError(
+                    exc.errno, f"error while attempting to bind on address {addr!r}: {reason}"
+                ) from None
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when the master goes (Linux; elsewhere the
+    channel's end-of-file stops the worker instead)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class Master:
+    def __init__(self, config: Config, workers: int) -> None:
+        self.config = config
+        self.count = workers
+        self.workers: dict[int, WorkerHandle] = {}  # by pid
+        self.sel = selectors.DefaultSelector()
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.restarts: dict[int, float] = {}  # slot -> monotonic time to restart at
+        self.signals: list[int] = []
+        self.exit_code = 0
+
+    # -- start-up (before any fork) -------------------------------------------------------------
+
+    def prepare(self) -> None:
+        from mailwright.app import LISTEN_BACKLOG, tls_material
+
+        cfg = self.config
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.cert, self.key = tls_material(cfg)
+        ReloadableServerContext(self.cert, self.key)  # fail now, once, on a bad certificate
+        UserStore(cfg.users_db)  # create or check it once, here
+        note = unprivileged_note(cfg)
+        if note:
+            log.warning("%s", note)
+        self.store = SQLiteQueueStore(cfg.queue.directory, writer_thread=False, min_free=cfg.queue.min_free)
+        try:
+            self.sockets = [bind_listener(lc, LISTEN_BACKLOG) for lc in cfg.listeners]
+        except BaseException:
+            self.store.close_writer_role()
+            raise
+        self.table = ConnectionTable(self.count)
+        for lc in cfg.listeners:
+            implicit = ", implicit TLS" if lc.role == "submissions" else ""
+            log.info("listening on %s:%d (%s%s)", lc.address, lc.port, lc.role, implicit)
+
+    # -- workers --------------------------------------------------------------------------------
+
+    def spawn(self, slot: int) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = _WORKER_FAILED
+            try:
+                ours.close()
+                self._forget_in_child()
+                code = self._worker(slot, theirs)
+            except BaseException:
+                log.exception("worker %d failed", slot)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        theirs.close()
+        ours.settimeout(_SEND_TIMEOUT)
+        handle = WorkerHandle(slot, pid, ours, time.monotonic())
+        self.workers[pid] = handle
+        self.sel.register(ours, selectors.EVENT_READ, handle)
+        log.debug("worker %d started as pid %d", slot, pid)
+
+    def _forget_in_child(self) -> None:
+        """In a fresh worker: drop the master's signal plumbing and its ends of other channels."""
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        _die_with_parent()
+        for handle in self.workers.values():
+            if handle.channel is not None:
+                handle.channel.close()
+        self.sel.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self.store.release_lock_in_child()
+
+    def _worker(self, slot: int, channel: socket.socket) -> int:
+        if os.environ.get("MW_PROFILE"):
+            import cProfile
+
+            prof = cProfile.Profile()
+            try:
+                prof.runcall(uvloop.run, self._serve(slot, channel))
+            finally:
+                prof.dump_stats(os.environ["MW_PROFILE"] + str(slot))
+            return 0
+        uvloop.run(self._serve(slot, channel))
+        return 0
+
+    async def _serve(self, slot: int, channel: socket.socket) -> None:
+        from mailwright.app import Server
+
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        _, link = await loop.create_unix_connection(lambda: MasterLink(on_lost=stop.set), sock=channel)
+        limiter = RelayedAuthLimiter(
+            link, max_failures=cfg.auth.max_failures, window=cfg.auth.failure_window, lockout=cfg.auth.lockout
+        )
+        store = RemoteQueueStore(link, self.store.spool)
+        server = Server(
+            cfg,
+            store=store,
+            sockets=self.sockets,
+            limits=ConnectionLimits(
+                cfg.limits.max_connections, cfg.limits.max_connections_per_ip, self.table, slot
+            ),
+            limiter=limiter,
+            announce=False,
+        )
+        await server.start()
+        loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, lambda: None)  # the master decides (a ^C reaches all)
+        await stop.wait()
+        await server.stop()
+        await store.close()
+
+    # -- the master's loop ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        for slot in range(self.count):
+            self.spawn(slot)
+        signal.set_wakeup_fd(self._wake_w)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(signum, self._on_signal)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, None)
+        log.info(
+            "mailwright ready: hostname %s, queue %s, %d worker processes",
+            self.config.hostname,
+            self.config.queue.directory,
+            self.count,
+        )
+        self._reap()  # a worker may have died before SIGCHLD had a handler
+        try:
+            while not (self.stopping and not self.workers):
+                self._turn()
+        finally:
+            self.store.close_writer_role()
+            for group in self.sockets:
+                for sock in group:
+                    sock.close()
+        stats = self.store.committer.stats
+        log.info(
+            "mailwright stopped: %d message(s) committed in %d transaction(s) since start",
+            stats.messages,
+            stats.transactions,
+        )
+        return self.exit_code
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.signals.append(signum)
+
+    def _timeout(self) -> float | None:
+        now = time.monotonic()
+        times = list(self.restarts.values())
+        if self.stopping:
+            times.append(self.stop_deadline)
+        return max(0.0, min(times) - now) if times else None
+
+    def _turn(self) -> None:
+        batch: list[Job] = []
+        for key, _ in self.sel.select(self._timeout()):
+            handle = key.data
+            if handle is None:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self._wake_r, 512):
+                        pass
+                continue
+            self._read(handle, batch)
+        if batch:
+            for job, queue_id, error in self.store.committer.commit(batch):
+                handle, seq = job.ticket
+                handle.outbox.append(
+                    (wire.RESULT, seq, queue_id, None if error is None else wire.error_name(error.reply))
+                )
+        for handle in list(self.workers.values()):
+            if handle.outbox:
+                self._send(handle)
+        self._handle_signals()
+        self._restart_due()
+        if self.stopping and self.workers and time.monotonic() >= self.stop_deadline:
+            for pid in self.workers:
+                log.error("worker pid %d did not stop within %.0f s: killing it", pid, STOP_GRACE)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self.stop_deadline = time.monotonic() + 5
+
+    def _read(self, handle: WorkerHandle, batch: list[Job]) -> None:
+        channel = handle.channel
+        assert channel is not None
+        try:
+            data = channel.recv(_READ)
+        except (BlockingIOError, InterruptedError, TimeoutError):
+            return
+        except OSError as exc:
+            log.error("channel of worker pid %d failed: %s", handle.pid, exc)
+            data = b""
+        if not data:
+            self._drop_channel(handle)
+            return
+        try:
+            records = handle.reader.feed(data)
+        except wire.FrameError as exc:
+            log.error("worker pid %d sent garbage (%s): stopping it", handle.pid, exc)
+            self._drop_channel(handle)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(handle.pid, signal.SIGKILL)
+            return
+        spool = self.store.spool
+        for record in records:
+            kind = record[0]
+            if kind == wire.COMMIT:
+                _, seq, queue_id, envelope, size, inline, temp_name = record
+                body = HandedOverBody(spool, size, inline, temp_name)
+                batch.append(Job(body, wire.unpack_envelope(envelope), queue_id, (handle, seq)))
+            elif kind in (wire.AUTH_FAILED, wire.AUTH_OK):
+                for other in self.workers.values():
+                    if other is not handle and other.channel is not None:
+                        other.outbox.append(record)
+
+    def _send(self, handle: WorkerHandle) -> None:
+        records, handle.outbox = handle.outbox, []
+        if handle.channel is None:
+            return
+        try:
+            handle.channel.sendall(wire.encode(records))
+        except OSError as exc:
+            # A worker that stopped reading for _SEND_TIMEOUT is wedged; one that is gone is gone.
+            log.error("cannot answer worker pid %d (%s): stopping it", handle.pid, exc)
+            self._drop_channel(handle)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(handle.pid, signal.SIGKILL)
+
+    def _drop_channel(self, handle: WorkerHandle) -> None:
+        if handle.channel is not None:
+            self.sel.unregister(handle.channel)
+            handle.channel.close()
+            handle.channel = None
+
+    def _handle_signals(self) -> None:
+        signals, self.signals = self.signals, []
+        for signum in signals:
+            if signum == signal.SIGCHLD:
+                self._reap()
+            elif signum == signal.SIGHUP:
+                log.info("reloading the TLS certificate in every worker")
+                self._signal_workers(signal.SIGHUP)
+            elif not self.stopping:
+                log.info("shutting down")
+                self.stopping = True
+                self.stop_deadline = time.monotonic() + STOP_GRACE
+                self.restarts.clear()
+                self._signal_workers(signal.SIGTERM)
+
+    def _signal_workers(self, signum: int) -> None:
+        for pid in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            handle = self.workers.pop(pid, None)
+            if handle is None:
+                continue
+            self._drop_channel(handle)
+            self.table.clear(handle.slot)
+            # Bodies it was still receiving; handed-over ones are renamed or already settled.
+            with contextlib.suppress(OSError):
+                self.store.spool.remove_temps_of(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if self.stopping:
+                if code != 0:
+                    log.warning("worker %d (pid %d) ended with status %d", handle.slot, pid, code)
+                continue
+            age = time.monotonic() - handle.started
+            pause = RESTART_PAUSE if age < YOUNG else 0.0
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            log.error(
+                "worker %d (pid %d) %s after %.1f s; starting a new one%s",
+                handle.slot,
+                pid,
+                how,
+                age,
+                f" in {pause:.0f} s" if pause else "",
+            )
+            self.restarts[handle.slot] = time.monotonic() + pause
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for slot, when in list(self.restarts.items()):
+            if when <= now and not self.stopping:
+                del self.restarts[slot]
+                self.spawn(slot)
+
+
+def run_master(config: Config, workers: int) -> int:
+    """Start-up errors propagate (the caller turns them into one line with the fix)."""
+    master = Master(config, workers)
+    master.prepare()
+    return master.run()

@@ -1,0 +1,111 @@
+"""The channel between the master process and its SMTP worker processes: frames and their contents.
+
+Each worker has one Unix stream socket (a `socketpair` made before the fork) to the master. Both
+directions carry frames: a 4-byte big-endian length, then a `marshal`-encoded list of records.
+`marshal` because both ends are the same interpreter (forked) and it is the fastest codec for
+tuples of str/bytes/int/float/None; it never runs code, and nothing but our own forked processes
+can reach these sockets. One frame per event-loop turn carries everything that turn produced.
+
+Records, worker -> master:
+- (COMMIT, seq, queue_id, envelope, size, inline_body or None, spool temp name or None)
+- (AUTH_FAILED, key) and (AUTH_OK, key): an AUTH outcome, for the master to relay to the others
+Records, master -> worker:
+- (RESULT, seq, queue_id or None, error or None), error being one of `ERRORS`' keys
+- (AUTH_FAILED, key) and (AUTH_OK, key): another worker's AUTH outcome
+
+Invariants: a frame is decoded only once it is complete; a frame longer than `MAX_FRAME` is a
+protocol error (the peer is broken), never a reason to buffer without bound.
+
+Not responsible for: what the records mean (`prefork.master`, `prefork.worker`).
+"""
+
+from __future__ import annotations
+
+import marshal
+from typing import Any
+
+from mailwright.protocol.reply import R, Reply
+from mailwright.queue.model import Envelope, Recipient
+
+COMMIT = 0
+RESULT = 1
+AUTH_FAILED = 2
+AUTH_OK = 3
+
+# 64 KiB inline bodies from at most a few thousand sessions per turn fit well below this.
+MAX_FRAME = 512 * 1024 * 1024
+_HEADER = 4
+
+ERRORS: dict[str, Reply] = {"full": R.STORAGE_FULL, "local": R.LOCAL_ERROR, "shutdown": R.SHUTTING_DOWN}
+
+
+def error_name(reply: Reply) -> str:
+    """The wire name of a storage error reply (anything unknown travels as a local error)."""
+    for name, known in ERRORS.items():
+        if known == reply:
+            return name
+    return "local"
+
+
+class FrameError(Exception):
+    """The peer sent something that is not a frame of this protocol."""
+
+
+def encode(records: list[tuple[Any, ...]]) -> bytes:
+    payload = marshal.dumps(records)
+    return len(payload).to_bytes(_HEADER, "big") + payload
+
+
+class FrameReader:
+    """Accumulates bytes and yields whole decoded frames."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[Any, ...]]:
+        """The records of every frame completed by `data` (in order)."""
+        buf = self._buffer
+        buf += data
+        records: list[tuple[Any, ...]] = []
+        start = 0
+        while len(buf) - start >= _HEADER:
+            size = int.from_bytes(buf[start : start + _HEADER], "big")
+            if size > MAX_FRAME:
+                raise FrameError(f"frame of {size} bytes")
+            end = start + _HEADER + size
+            if len(buf) < end:
+                break
+            try:
+                decoded = marshal.loads(bytes(buf[start + _HEADER : end]))
+            except (EOFError, ValueError, TypeError) as exc:
+                raise FrameError(f"undecodable frame: {exc}") from None
+            if not isinstance(decoded, list):
+                raise FrameError("a frame must hold a list of records")
+            records.extend(decoded)
+            start = end
+        if start:
+            del buf[:start]
+        return records
+
+
+def pack_envelope(env: Envelope) -> tuple[Any, ...]:
+    rcpts = tuple((r.address, r.notify, r.orcpt) for r in env.recipients)
+    return (
+        env.sender, rcpts, env.mail_params, env.client_ip, env.helo, env.auth_user, env.tls, env.received_at
+    )  # fmt: skip
+
+
+def unpack_envelope(packed: tuple[Any, ...]) -> Envelope:
+    sender, rcpts, mail_params, client_ip, helo, auth_user, tls, received_at = packed
+    return Envelope(
+        sender=sender,
+        recipients=tuple(Recipient(a, n, o) for a, n, o in rcpts),
+        mail_params=mail_params,
+        client_ip=client_ip,
+        helo=helo,
+        auth_user=auth_user,
+        tls=bool(tls),
+        received_at=float(received_at),
+    )
