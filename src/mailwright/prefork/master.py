@@ -185,15 +185,6 @@ class Master:
         self.store.release_lock_in_child()
 
     def _worker(self, slot: int, channel: socket.socket) -> int:
-        if os.environ.get("MW_PROFILE"):
-            import cProfile
-
-            prof = cProfile.Profile()
-            try:
-                prof.runcall(uvloop.run, self._serve(slot, channel))
-            finally:
-                prof.dump_stats(os.environ["MW_PROFILE"] + str(slot))
-            return 0
         uvloop.run(self._serve(slot, channel))
         return 0
 
