@@ -1,6 +1,7 @@
 """The concurrency benchmark: hold many idle SMTP connections open, measure memory and greeting latency.
 
-Against a fresh server: read its VmRSS; open `count` connections from the source addresses
+Against a fresh server: read its VmRSS (summed over its processes: mailwright's master and workers);
+open `count` connections from the source addresses
 127.0.0.2 .. 127.0.0.11 (so no single address runs short of ephemeral ports) and read each one's
 220 greeting, so the server has really accepted and greeted all of them; with all of them open,
 read VmRSS again and time `samples` new connections from 127.0.0.1 one after another (connect to
@@ -23,7 +24,7 @@ from typing import Any
 
 from bench.acceptance import percentile
 from bench.smtp_client import greeting
-from bench.targets import Target, proc_status_kib
+from bench.targets import Target, tree_status_kib
 
 SOURCES = [f"127.0.0.{i}" for i in range(2, 12)]
 
@@ -68,7 +69,7 @@ async def _run(target: Target, count: int, samples: int, timeout: float) -> dict
     assert target.pid is not None
     result: dict[str, Any] = {"target": target.name, "connections": count}
     await asyncio.sleep(0.5)  # let the fresh server settle before the baseline
-    result["rss_before_kib"] = proc_status_kib(target.pid, "VmRSS")
+    result["rss_before_kib"] = tree_status_kib(target.pid, "VmRSS")
     start = time.perf_counter()
     writers, errors = await _open_all(target.port, count, timeout)
     result["open_seconds"] = time.perf_counter() - start
@@ -76,7 +77,7 @@ async def _run(target: Target, count: int, samples: int, timeout: float) -> dict
         result["open_errors"] = len(errors)
         result["open_error_examples"] = errors[:5]
         await asyncio.sleep(0.5)
-        result["rss_kib"] = proc_status_kib(target.pid, "VmRSS")
+        result["rss_kib"] = tree_status_kib(target.pid, "VmRSS")
         durations: list[float] = []
         greet_errors: list[str] = []
         for _ in range(samples):

@@ -3,8 +3,9 @@
 Reads the server's VmRSS while idle, sends EHLO, MAIL (with SIZE), RCPT, DATA, then the whole
 message and the final dot, and times from the 354 to the 250 (for mailwright the 250 comes after
 the fsync, so durability is inside the figure).  Throughput is message bytes / that time in MB/s
-(10^6 bytes); memory growth is the server's VmHWM afterwards minus its VmRSS before, i.e. the peak
-extra memory the message cost.  The server must be fresh so that VmHWM reflects this message only.
+(10^6 bytes); memory growth is the server's VmHWM afterwards minus its VmRSS before, each summed over
+the server's processes, i.e. the peak extra memory the message cost.  The server must be fresh so
+that VmHWM reflects this message only.
 
 Not responsible for: starting the server, or checking the stored copy beyond the message count.
 """
@@ -15,7 +16,7 @@ import time
 from typing import Any
 
 from bench.smtp_client import Conn, message
-from bench.targets import RCPT, SENDER, Target, proc_status_kib
+from bench.targets import RCPT, SENDER, Target, tree_status_kib
 
 
 def run(target: Target, size: int, timeout: float) -> dict[str, Any]:
@@ -23,7 +24,7 @@ def run(target: Target, size: int, timeout: float) -> dict[str, Any]:
     body = message(size, SENDER, RCPT, "large")
     result: dict[str, Any] = {"target": target.name, "bytes": len(body)}
     time.sleep(0.5)
-    rss_before = proc_status_kib(target.pid, "VmRSS")
+    rss_before = tree_status_kib(target.pid, "VmRSS")
     conn = Conn("127.0.0.1", target.port, timeout)
     try:
         conn.reply("220")
@@ -38,7 +39,7 @@ def run(target: Target, size: int, timeout: float) -> dict[str, Any]:
         conn.cmd("QUIT", "221")
     finally:
         conn.close()
-    hwm = proc_status_kib(target.pid, "VmHWM")
+    hwm = tree_status_kib(target.pid, "VmHWM")
     result.update(
         seconds=seconds,
         mb_per_s=len(body) / 1e6 / seconds,

@@ -135,6 +135,8 @@ def notes(res: dict[str, Any]) -> list[str]:
         out.append(f"not measured, {name}: {why}")
     for why in res.get("not_yet_measurable", []):
         out.append(f"not yet measurable: {why}")
+    for name, detail in res.get("targets", {}).items():
+        out.append(f"{name}: {detail}")
     m = res["machine"]
     v = res["versions"]
     out.append(

@@ -141,6 +141,7 @@ def _measure(res: dict[str, Any], name: str, fn: Callable[[Target], dict[str, An
     print(f"  {name} ...", end="", flush=True)
     try:
         with STARTERS[name]() as target:
+            res.setdefault("targets", {})[name] = target.detail
             entry = fn(target)
     except postfix_instance.PostfixUnavailable as exc:
         res["unavailable"]["postfix"] = f"no private Postfix instance: {exc}"
