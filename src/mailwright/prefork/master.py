@@ -38,6 +38,7 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,10 +60,10 @@ log = logging.getLogger("mailwright")
 STOP_GRACE = 30.0  # seconds the workers get to finish their sessions' commits on shutdown
 YOUNG = 2.0  # a worker that dies younger than this is restarted only after RESTART_PAUSE
 RESTART_PAUSE = 2.0
-_READ = 1 << 20
-_SEND_TIMEOUT = 10.0
+_READ = 64 * 1024  # below malloc's mmap threshold: a bigger buffer costs mmap+munmap per read
+_SEND_TIMEOUT = 10  # seconds; SO_SNDTIMEO, so a send needs no poll() first (a Python timeout would)
 _PR_SET_PDEATHSIG = 1
-_WORKER_FAILED = 70  # EX_SOFTWARE
+EX_SOFTWARE = 70  # sysexits.h: an internal error
 
 
 @dataclass(eq=False)
@@ -151,9 +152,14 @@ class Master:
 
     def spawn(self, slot: int) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
         if pid == 0:  # the worker
-            code = _WORKER_FAILED
+            code = EX_SOFTWARE
             try:
                 ours.close()
                 self._forget_in_child()
@@ -164,7 +170,7 @@ class Master:
                 logging.shutdown()
                 os._exit(code)
         theirs.close()
-        ours.settimeout(_SEND_TIMEOUT)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", _SEND_TIMEOUT, 0))
         handle = WorkerHandle(slot, pid, ours, time.monotonic())
         self.workers[pid] = handle
         self.sel.register(ours, selectors.EVENT_READ, handle)
@@ -173,8 +179,10 @@ class Master:
     def _forget_in_child(self) -> None:
         """In a fresh worker: drop the master's signal plumbing and its ends of other channels."""
         signal.set_wakeup_fd(-1)
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
+        # A ^C reaches the whole process group; the master decides, and SIGTERMs the workers.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         _die_with_parent()
         for handle in self.workers.values():
             if handle.channel is not None:
@@ -212,7 +220,6 @@ class Master:
         await server.start()
         loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, lambda: None)  # the master decides (a ^C reaches all)
         await stop.wait()
         await server.stop()
         await store.close()
@@ -237,6 +244,11 @@ class Master:
         try:
             while not (self.stopping and not self.workers):
                 self._turn()
+        except Exception:
+            # A bug here must not leave workers acknowledging what nobody commits: they die with
+            # the master (PR_SET_PDEATHSIG), and the queue lock is released below.
+            log.critical("the master failed; stopping (the workers stop with it)", exc_info=True)
+            self.exit_code = EX_SOFTWARE
         finally:
             self.store.close_writer_role()
             for group in self.sockets:
@@ -292,7 +304,7 @@ class Master:
         channel = handle.channel
         assert channel is not None
         try:
-            data = channel.recv(_READ)
+            data = channel.recv(_READ, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError, TimeoutError):
             return
         except OSError as exc:
@@ -399,7 +411,11 @@ class Master:
         for slot, when in list(self.restarts.items()):
             if when <= now and not self.stopping:
                 del self.restarts[slot]
-                self.spawn(slot)
+                try:
+                    self.spawn(slot)
+                except OSError as exc:  # out of processes or memory: try again later
+                    log.error("cannot start worker %d: %s; trying again in %.0f s", slot, exc, RESTART_PAUSE)
+                    self.restarts[slot] = now + RESTART_PAUSE
 
 
 def run_master(config: Config, workers: int) -> int:
