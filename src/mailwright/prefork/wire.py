@@ -25,7 +25,7 @@ import marshal
 from typing import Any
 
 from mailwright.protocol.reply import R, Reply
-from mailwright.queue.model import Envelope, Recipient
+from mailwright.queue.model import Envelope, envelope_from_row
 
 COMMIT = 0
 RESULT = 1
@@ -98,14 +98,4 @@ def pack_envelope(env: Envelope) -> tuple[Any, ...]:
 
 
 def unpack_envelope(packed: tuple[Any, ...]) -> Envelope:
-    sender, rcpts, mail_params, client_ip, helo, auth_user, tls, received_at = packed
-    return Envelope(
-        sender=sender,
-        recipients=tuple(Recipient(a, n, o) for a, n, o in rcpts),
-        mail_params=mail_params,
-        client_ip=client_ip,
-        helo=helo,
-        auth_user=auth_user,
-        tls=bool(tls),
-        received_at=float(received_at),
-    )
+    return envelope_from_row(*packed)

@@ -30,7 +30,7 @@ from mailwright.limits.auth_failures import AuthFailureLimiter
 from mailwright.prefork import wire
 from mailwright.protocol.reply import R, SMTPError
 from mailwright.queue.model import Envelope, new_queue_id
-from mailwright.queue.spool import Spool, SpoolWriter
+from mailwright.queue.spool import OpenWriters, Spool, SpoolWriter
 from mailwright.queue.store import MessageSink, MessageWriter
 
 log = logging.getLogger("mailwright.worker")
@@ -135,27 +135,20 @@ class RemoteQueueStore:
 
     def __init__(self, link: MasterLink, spool: Spool, inline_limit: int = 64 * 1024) -> None:
         self.link = link
-        self.spool = spool
-        self.inline_limit = inline_limit
-        self._open_writers: set[SpoolWriter] = set()
+        self._writers = OpenWriters(spool, inline_limit)
         self._closed = False
 
     def open_message(self) -> SpoolWriter:
         if self._closed or self.link.lost:
             raise SMTPError(R.SHUTTING_DOWN if self._closed else R.LOCAL_ERROR)
-        writer = SpoolWriter(self.spool, self.inline_limit)
-        self._open_writers.add(writer)
-        return writer
+        return self._writers.new()
 
     def commit(self, writer: MessageWriter, envelope: Envelope) -> asyncio.Future[str]:
-        if not isinstance(writer, SpoolWriter) or writer not in self._open_writers:
-            raise TypeError("message writer does not belong to this store")
-        if not envelope.recipients:
-            raise ValueError("an envelope needs at least one recipient")
+        own = self._writers.take(writer, len(envelope.recipients))
         if self._closed or self.link.lost:
-            self.abort(writer)
+            own.abort()
             raise SMTPError(R.SHUTTING_DOWN if self._closed else R.LOCAL_ERROR)
-        self._open_writers.discard(writer)
+        writer = own
         inline = writer.inline_body
         temp_name = writer.hand_over()
         if envelope.received_at <= 0:
@@ -171,15 +164,12 @@ class RemoteQueueStore:
         return future
 
     def abort(self, writer: MessageWriter) -> None:
-        if isinstance(writer, SpoolWriter) and writer in self._open_writers:
-            self._open_writers.discard(writer)
-            writer.abort()
+        self._writers.abort(writer)
 
     async def close(self) -> None:
         """Refuse new messages and wait (bounded) for the master to answer the ones in flight."""
         self._closed = True
-        for writer in list(self._open_writers):
-            self.abort(writer)
+        self._writers.abort_all()
         for _ in range(200):
             if not self.link.pending:
                 break

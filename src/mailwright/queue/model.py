@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -52,6 +53,29 @@ class Envelope:
     auth_user: str | None = None
     tls: bool = False
     received_at: float = 0.0
+
+
+def envelope_from_row(
+    sender: str,
+    recipients: Iterable[Sequence[str | None]],
+    mail_params: str,
+    client_ip: str,
+    helo: str,
+    auth_user: str | None,
+    tls: object,
+    received_at: float,
+) -> Envelope:
+    """An `Envelope` from stored or transferred columns (recipients as (address, notify, orcpt))."""
+    return Envelope(
+        sender=sender,
+        recipients=tuple(Recipient(str(r[0]), r[1], r[2]) for r in recipients),
+        mail_params=mail_params,
+        client_ip=client_ip,
+        helo=helo,
+        auth_user=auth_user,
+        tls=bool(tls),
+        received_at=float(received_at),
+    )
 
 
 class RecipientState(StrEnum):

@@ -268,6 +268,45 @@ class SpoolWriter:
             self._state = _State.ABORTED
 
 
+class OpenWriters:
+    """The bodies a store is receiving: made here, taken at commit, discarded on abort or close."""
+
+    __slots__ = ("_inline_limit", "_open", "_spool")
+
+    def __init__(self, spool: Spool, inline_limit: int) -> None:
+        self._spool = spool
+        self._inline_limit = inline_limit
+        self._open: set[SpoolWriter] = set()
+
+    def new(self) -> SpoolWriter:
+        writer = SpoolWriter(self._spool, self._inline_limit)
+        self._open.add(writer)
+        return writer
+
+    def take(self, writer: object, recipients: int) -> SpoolWriter:
+        """Check and claim a writer for commit; it is no longer open afterwards.
+
+        TypeError for a writer of another store (or one already taken or aborted), ValueError for
+        an envelope without recipients (the writer stays open: the caller may still abort it).
+        """
+        if not isinstance(writer, SpoolWriter) or writer not in self._open:
+            raise TypeError("message writer does not belong to this store")
+        if recipients < 1:
+            raise ValueError("an envelope needs at least one recipient")
+        self._open.discard(writer)
+        return writer
+
+    def abort(self, writer: object) -> None:
+        """Discard a body being received (idempotent; a no-op for writers not open here)."""
+        if isinstance(writer, SpoolWriter) and writer in self._open:
+            self._open.discard(writer)
+            writer.abort()
+
+    def abort_all(self) -> None:
+        for writer in list(self._open):
+            self.abort(writer)
+
+
 class HandedOverBody:
     """A body received by another process (a worker) and committed here (see `SpoolWriter.hand_over`).
 

@@ -52,12 +52,12 @@ from mailwright.queue.committer import BatchCommitter, Job, Outcome, WriterStats
 from mailwright.queue.model import (
     Envelope,
     MessageInfo,
-    Recipient,
     RecipientState,
     RecipientStatus,
+    envelope_from_row,
     new_queue_id,
 )
-from mailwright.queue.spool import READ_CHUNK, Spool, SpoolWriter
+from mailwright.queue.spool import READ_CHUNK, OpenWriters, Spool, SpoolWriter
 from mailwright.queue.store import MessageWriter, QueueStore
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class SQLiteQueueStore:
         self._thread: threading.Thread | None = None
         self._lock_fd: int | None = None
         self._closed = False
-        self._open_writers: set[SpoolWriter] = set()
+        self._writers = OpenWriters(self.spool, inline_limit)
         if writer:
             self._start_writer_role(writer_thread)
         elif not self.db_path.exists():
@@ -253,30 +253,15 @@ class SQLiteQueueStore:
     def open_message(self) -> SpoolWriter:
         if self._closed or self._thread is None:
             raise SMTPError(R.SHUTTING_DOWN if self._closed else R.LOCAL_ERROR)
-        writer = SpoolWriter(self.spool, self.inline_limit)
-        self._open_writers.add(writer)
-        return writer
-
-    def _own(self, writer: MessageWriter) -> SpoolWriter:
-        if not isinstance(writer, SpoolWriter) or writer not in self._open_writers:
-            raise TypeError("message writer does not belong to this store")
-        return writer
+        return self._writers.new()
 
     def commit(self, writer: MessageWriter, envelope: Envelope) -> asyncio.Future[str]:
-        own = self._own(writer)
-        if not envelope.recipients:
-            raise ValueError("an envelope needs at least one recipient")
-        if self._closed:
-            self.abort(own)
-            raise SMTPError(R.SHUTTING_DOWN)
+        own = self._writers.take(writer, len(envelope.recipients))
         thread = self._thread
-        if thread is None or not thread.is_alive():
-            self.abort(own)
-            raise SMTPError(R.LOCAL_ERROR)
-        try:
-            own.begin_commit()
-        finally:
-            self._open_writers.discard(own)
+        if self._closed or thread is None or not thread.is_alive():
+            own.abort()
+            raise SMTPError(R.SHUTTING_DOWN if self._closed else R.LOCAL_ERROR)
+        own.begin_commit()
         if envelope.received_at <= 0:
             envelope = replace(envelope, received_at=time.time())
         loop = asyncio.get_running_loop()
@@ -285,17 +270,14 @@ class SQLiteQueueStore:
         return future
 
     def abort(self, writer: MessageWriter) -> None:
-        if isinstance(writer, SpoolWriter) and writer in self._open_writers:
-            self._open_writers.discard(writer)
-            writer.abort()
+        self._writers.abort(writer)
 
     async def close(self) -> None:
         """Stop accepting, let the writer thread drain every queued job, then release the directory."""
         if self._closed:
             return
         self._closed = True
-        for writer in list(self._open_writers):
-            self.abort(writer)
+        self._writers.abort_all()
         thread = self._thread
         if thread is not None:
             self._jobs.put(None)
@@ -410,16 +392,7 @@ class SQLiteQueueStore:
         if row is None:
             return None
         sender, mail_params, client_ip, helo, auth_user, tls, received_at = row
-        return Envelope(
-            sender=sender,
-            recipients=tuple(Recipient(a, n, o) for a, n, o in rcpts),
-            mail_params=mail_params,
-            client_ip=client_ip,
-            helo=helo,
-            auth_user=auth_user,
-            tls=bool(tls),
-            received_at=received_at,
-        )
+        return envelope_from_row(sender, rcpts, mail_params, client_ip, helo, auth_user, tls, received_at)
 
     def read_body(self, id: str) -> Iterator[bytes]:
         """Stream the stored body. KeyError for an unknown id; OSError if its spool file is gone."""
