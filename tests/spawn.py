@@ -27,10 +27,13 @@ LOCAL_DOMAIN = "mx.test"
 RELAY_DOMAIN = "relay.test"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct free ports: all held open at once, or the kernel may hand out one twice."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in socks:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 @dataclass
@@ -158,7 +161,7 @@ def make_server(
     cert.cert_chain_pems[0].write_to_path(str(cert_file))
     for pem in cert.cert_chain_pems[1:]:
         pem.write_to_path(str(cert_file), append=True)
-    ports = {"mx": free_port(), "submission": free_port(), "submissions": free_port(), "alt": free_port()}
+    ports = dict(zip(("mx", "submission", "submissions", "alt"), free_ports(4), strict=True))
     # A small reserve: tests fill small tmpfs file systems on purpose.
     queue_line = f'\n[queue]\ndirectory = "{queue_dir}"\nmin_free = 1048576\n' if queue_dir else ""
     config = root / "mailwright.toml"
