@@ -5,8 +5,10 @@ first start when none is configured, with a warning), user store, queue store, l
 Signals: SIGHUP reloads the TLS certificate and key (new handshakes use them; a bad file
 keeps the old one and says why); SIGTERM/SIGINT stop accepting, tell open sessions 421,
 let in-flight commits finish, and close the queue.
+`run` chooses the process model from `workers`: this module's single process, or
+`prefork.master` (the same start-up, done once by the master, and a `Server` per worker).
 
-Not responsible for: protocol rules, policy decisions, storage details.
+Not responsible for: protocol rules, policy decisions, storage details, worker processes.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ def tls_material(config: Config, announce: bool = True) -> tuple[Path, Path]:
 class Server:
     """One event loop's SMTP service.  Alone it owns everything (the single-process server); in a
     worker process (`prefork`) the master passes in the bound sockets, the queue channel, the
-    shared connection caps and the relayed AUTH limiter, and the worker announces nothing."""
+    shared connection caps, the relayed AUTH limiter and the certificate files it chose, and the
+    worker announces nothing."""
 
     def __init__(
         self,
@@ -108,6 +111,7 @@ class Server:
         sockets: Sequence[Sequence[socket.socket]] | None = None,
         limits: ConnectionLimits | None = None,
         limiter: AuthFailureLimiter | None = None,
+        tls_files: tuple[Path, Path] | None = None,
         announce: bool = True,
     ) -> None:
         self.config = config
@@ -118,6 +122,7 @@ class Server:
         self.sockets = sockets
         self.limits = limits
         self.limiter = limiter
+        self.tls_files = tls_files
         self.announce = announce
         self.ctx: ServerContext | None = None
         self.sweeper: asyncio.Future[None] | None = None
@@ -125,7 +130,7 @@ class Server:
     async def start(self) -> None:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        self.tls = ReloadableServerContext(*tls_material(cfg, self.announce))
+        self.tls = ReloadableServerContext(*(self.tls_files or tls_material(cfg, self.announce)))
         users = UserStore(cfg.users_db)
         if self.store is None:
             self.store = SQLiteQueueStore(cfg.queue.directory, min_free=cfg.queue.min_free)

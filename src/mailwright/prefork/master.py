@@ -215,6 +215,7 @@ class Master:
                 cfg.limits.max_connections, cfg.limits.max_connections_per_ip, self.table, slot
             ),
             limiter=limiter,
+            tls_files=(self.cert, self.key),
             announce=False,
         )
         await server.start()
