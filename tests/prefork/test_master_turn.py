@@ -1,0 +1,139 @@
+"""One turn of the master's loop, driven through real socketpairs (no fork): commits for every
+worker in one transaction, spooled bodies renamed, a failing message alone refused, AUTH news
+relayed to the other workers only, and a worker that sends garbage cut off."""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailwright.config.schema import Config, QueueConfig
+from mailwright.limits.connections import ConnectionTable
+from mailwright.prefork import wire
+from mailwright.prefork.master import Master, WorkerHandle
+from mailwright.queue.model import Envelope, Recipient
+from mailwright.queue.sqlite import SQLiteQueueStore
+
+ENV = Envelope(
+    "a@client.test", (Recipient("b@mx.test"),), client_ip="192.0.2.1", helo="c.test", received_at=1.0
+)
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, workers: int) -> None:
+        config = Config(
+            hostname="mx.test",
+            state_dir=tmp_path,
+            local_domains=("mx.test",),
+            listeners=(),
+            queue=QueueConfig(tmp_path / "queue", min_free=0),
+        )
+        self.master = Master(config, workers)
+        self.master.store = SQLiteQueueStore(config.queue.directory, writer_thread=False)
+        self.master.table = ConnectionTable(workers)
+        # Stand-in worker processes: harmless to signal, gone at the end.
+        self.procs = [
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(workers)
+        ]
+        self.ends: list[socket.socket] = []
+        for slot, proc in enumerate(self.procs):
+            ours, theirs = socket.socketpair()
+            handle = WorkerHandle(slot, proc.pid, ours, 0.0)
+            self.master.workers[proc.pid] = handle
+            self.master.sel.register(ours, selectors.EVENT_READ, handle)
+            theirs.settimeout(5)
+            self.ends.append(theirs)
+
+    def send(self, slot: int, records: list[tuple[Any, ...]]) -> None:
+        self.ends[slot].sendall(wire.encode(records))
+
+    def receive(self, slot: int) -> list[tuple[Any, ...]]:
+        reader = wire.FrameReader()
+        while True:
+            got = reader.feed(self.ends[slot].recv(65536))
+            if got:
+                return got
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+        self.master.store.close_writer_role()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(tmp_path, 2)
+    yield r
+    r.close()
+
+
+def commit(
+    seq: int, queue_id: str, body: bytes | None = b"Subject: x\r\n\r\nhi\r\n", temp: str | None = None
+) -> tuple[Any, ...]:
+    size = len(body) if body is not None else 100
+    return (wire.COMMIT, seq, queue_id, wire.pack_envelope(ENV), size, body, temp)
+
+
+def test_commits_from_two_workers_share_one_transaction(rig: Rig) -> None:
+    rig.send(0, [commit(1, "0000000000AAAAA1"), commit(2, "0000000000AAAAA2")])
+    rig.send(1, [commit(1, "0000000000BBBBB1")])
+    rig.master._turn()
+    assert sorted(rig.receive(0)) == [
+        (wire.RESULT, 1, "0000000000AAAAA1", None),
+        (wire.RESULT, 2, "0000000000AAAAA2", None),
+    ]
+    assert rig.receive(1) == [(wire.RESULT, 1, "0000000000BBBBB1", None)]
+    stats = rig.master.store.committer.stats
+    assert (stats.messages, stats.transactions) == (3, 1)
+    got = rig.master.store.get_envelope("0000000000BBBBB1")
+    assert got == ENV
+
+
+def test_a_spooled_body_is_renamed_and_a_duplicate_id_alone_fails(rig: Rig) -> None:
+    spool = rig.master.store.spool
+    temp = "4242-00000000000000aa.tmp"
+    (spool.directory / temp).write_bytes(b"Subject: big\r\n\r\n" + b"y" * 100)
+    rig.send(0, [commit(1, "0000000000CCCCC1", None, temp), commit(2, "0000000000CCCCC2")])
+    rig.master._turn()
+    assert sorted(r[2] for r in rig.receive(0)) == ["0000000000CCCCC1", "0000000000CCCCC2"]
+    assert spool.names() == {"0000000000CCCCC1.msg"}
+    rig.send(1, [commit(7, "0000000000CCCCC2"), commit(8, "0000000000CCCCC3")])
+    rig.master._turn()
+    assert sorted(rig.receive(1)) == [
+        (wire.RESULT, 7, None, "local"),
+        (wire.RESULT, 8, "0000000000CCCCC3", None),
+    ]
+
+
+def test_auth_news_goes_to_the_other_workers_only(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, 3)
+    try:
+        rig.send(1, [(wire.AUTH_FAILED, "192.0.2.9"), (wire.AUTH_OK, "192.0.2.10")])
+        rig.master._turn()
+        for slot in (0, 2):
+            assert rig.receive(slot) == [(wire.AUTH_FAILED, "192.0.2.9"), (wire.AUTH_OK, "192.0.2.10")]
+        rig.ends[1].settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            rig.ends[1].recv(1)
+    finally:
+        rig.close()
+
+
+def test_a_worker_sending_garbage_is_cut_off_and_killed(rig: Rig) -> None:
+    rig.ends[0].sendall(b"\x00\x00\x00\x05nope!")
+    rig.master._turn()
+    handle = rig.master.workers[rig.procs[0].pid]
+    assert handle.channel is None
+    assert rig.procs[0].wait(5) == -9
+    # The other worker is unaffected.
+    rig.send(1, [commit(1, "0000000000DDDDD1")])
+    rig.master._turn()
+    assert rig.receive(1) == [(wire.RESULT, 1, "0000000000DDDDD1", None)]
