@@ -213,3 +213,31 @@ def test_a_worker_dying_mid_message_leaves_no_temp_file(make_server: ServerFacto
     wait_for_workers(srv, 2, exclude={owner})
     assert not list(spool.glob("*.tmp")), "the dead worker's temp file was left behind"
     client.close()
+
+
+def test_a_reload_during_start_up_kills_no_worker(make_server: ServerFactory) -> None:
+    srv = make_server("early", workers=2, start=False)
+    sent = threading.Event()
+
+    def hup_as_soon_as_it_listens() -> None:
+        # The master logs "listening" just before it forks: its workers are still starting.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if srv.proc is not None and srv.log.exists() and "listening on" in srv.log.read_text():
+                srv.proc.send_signal(signal.SIGHUP)
+                sent.set()
+                return
+            time.sleep(0.0005)
+
+    helper = threading.Thread(target=hup_as_soon_as_it_listens)
+    helper.start()
+    srv.start()
+    helper.join(10)
+    assert sent.is_set()
+    wait_for_log(srv, "TLS certificate reloaded", count=2)
+    wait_for_log(srv, "mailwright ready")
+    log = srv.log.read_text()
+    assert "killed by signal" not in log, log
+    assert len(worker_pids(srv)) == 2
+    with smtplib.SMTP("127.0.0.1", srv.ports["mx"], timeout=10) as smtp:
+        smtp.sendmail("a@client.test", [RCPT], b"Subject: after the reload\r\n\r\nhi\r\n")

@@ -19,7 +19,8 @@ Life cycle:
   nobody, which is safe: no 250 was sent for them.
 - SIGTERM/SIGINT: the master tells every worker to stop (they answer 421 to idle sessions and wait
   for their commits), keeps committing until they are gone (SIGKILL after `STOP_GRACE`), then
-  closes the queue. SIGHUP is passed on: each worker reloads the certificate.
+  closes the queue. SIGHUP is passed on: each worker reloads the certificate (one still starting
+  does so once it has said READY; "mailwright ready" is logged when all of them have).
 - If the master dies, the kernel kills the workers (PR_SET_PDEATHSIG) and their channel ends: an
   accepted message is never acknowledged by a worker whose master cannot commit it.
 - AUTH failures and successes are relayed to every other worker, so a lockout holds server-wide.
@@ -74,6 +75,8 @@ class WorkerHandle:
     started: float
     reader: wire.FrameReader = field(default_factory=wire.FrameReader)
     outbox: list[tuple[Any, ...]] = field(default_factory=list)
+    ready: bool = False  # it said READY: its signal handlers and certificate are in place
+    reload_due: bool = False  # a SIGHUP came before it was ready
 
 
 def bind_listener(lc: ListenerConfig, backlog: int) -> list[socket.socket]:
@@ -123,12 +126,19 @@ class Master:
         self.restarts: dict[int, float] = {}  # slot -> monotonic time to restart at
         self.signals: list[int] = []
         self.exit_code = 0
+        self.announced = False
 
     # -- start-up (before any fork) -------------------------------------------------------------
 
     def prepare(self) -> None:
         from mailwright.app import LISTEN_BACKLOG, tls_material
 
+        # Signals are caught from here on (a SIGHUP during start-up must not kill the server); they
+        # are acted on by the loop in run().
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wake_w)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(signum, self._on_signal)
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.cert, self.key = tls_material(cfg)
@@ -179,10 +189,13 @@ class Master:
     def _forget_in_child(self) -> None:
         """In a fresh worker: drop the master's signal plumbing and its ends of other channels."""
         signal.set_wakeup_fd(-1)
-        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        for signum in (signal.SIGTERM, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
         # A ^C reaches the whole process group; the master decides, and SIGTERMs the workers.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Until the event loop takes SIGHUP over, a reload request must not kill the worker; the
+        # certificate is read after that point anyway.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         _die_with_parent()
         for handle in self.workers.values():
             if handle.channel is not None:
@@ -218,9 +231,12 @@ class Master:
             tls_files=(self.cert, self.key),
             announce=False,
         )
-        await server.start()
+        # Handlers first: a SIGHUP during start-up then reloads (or finds nothing loaded yet, and
+        # start() reads the new files), and a SIGTERM stops the worker cleanly.
         loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
+        await server.start()
+        link.send((wire.READY,))
         await stop.wait()
         await server.stop()
         await store.close()
@@ -228,19 +244,9 @@ class Master:
     # -- the master's loop ----------------------------------------------------------------------
 
     def run(self) -> int:
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         for slot in range(self.count):
             self.spawn(slot)
-        signal.set_wakeup_fd(self._wake_w)
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(signum, self._on_signal)
         self.sel.register(self._wake_r, selectors.EVENT_READ, None)
-        log.info(
-            "mailwright ready: hostname %s, queue %s, %d worker processes",
-            self.config.hostname,
-            self.config.queue.directory,
-            self.count,
-        )
         self._reap()  # a worker may have died before SIGCHLD had a handler
         try:
             while not (self.stopping and not self.workers):
@@ -333,6 +339,27 @@ class Master:
                 for other in self.workers.values():
                     if other is not handle and other.channel is not None:
                         other.outbox.append(record)
+            elif kind == wire.READY:
+                self._ready(handle)
+
+    def _ready(self, handle: WorkerHandle) -> None:
+        handle.ready = True
+        if handle.reload_due:
+            handle.reload_due = False
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(handle.pid, signal.SIGHUP)
+        if (
+            not self.announced
+            and len(self.workers) == self.count
+            and all(w.ready for w in self.workers.values())
+        ):
+            self.announced = True
+            log.info(
+                "mailwright ready: hostname %s, queue %s, %d worker processes",
+                self.config.hostname,
+                self.config.queue.directory,
+                self.count,
+            )
 
     def _send(self, handle: WorkerHandle) -> None:
         records, handle.outbox = handle.outbox, []
@@ -360,7 +387,12 @@ class Master:
                 self._reap()
             elif signum == signal.SIGHUP:
                 log.info("reloading the TLS certificate in every worker")
-                self._signal_workers(signal.SIGHUP)
+                for handle in self.workers.values():
+                    if handle.ready:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(handle.pid, signal.SIGHUP)
+                    else:  # still starting: it reloads once it says READY
+                        handle.reload_due = True
             elif not self.stopping:
                 log.info("shutting down")
                 self.stopping = True
@@ -391,7 +423,7 @@ class Master:
                 self.store.spool.remove_temps_of(pid)
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
-                if code != 0:
+                if code not in (0, -signal.SIGTERM):  # SIGTERM before its loop ran: nothing lost
                     log.warning("worker %d (pid %d) ended with status %d", handle.slot, pid, code)
                 continue
             age = time.monotonic() - handle.started

@@ -9,6 +9,7 @@ can reach these sockets. One frame per event-loop turn carries everything that t
 Records, worker -> master:
 - (COMMIT, seq, queue_id, envelope, size, inline_body or None, spool temp name or None)
 - (AUTH_FAILED, key) and (AUTH_OK, key): an AUTH outcome, for the master to relay to the others
+- (READY,): the worker's listeners and certificate are loaded (sent once)
 Records, master -> worker:
 - (RESULT, seq, queue_id or None, error or None), error being one of `ERRORS`' keys
 - (AUTH_FAILED, key) and (AUTH_OK, key): another worker's AUTH outcome
@@ -31,6 +32,7 @@ COMMIT = 0
 RESULT = 1
 AUTH_FAILED = 2
 AUTH_OK = 3
+READY = 4
 
 # 64 KiB inline bodies from at most a few thousand sessions per turn fit well below this.
 MAX_FRAME = 512 * 1024 * 1024
