@@ -63,7 +63,10 @@ class SpawnedServer:
         )
 
     def start(self, wait: float = 20.0) -> None:
+        """Start and wait until it says it is ready: the master binds before it forks, so the
+        ports listen before every worker runs."""
         env = dict(os.environ, MAILWRIGHT_LOG="INFO")
+        mark = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "mailwright.cli.main", "--config", str(self.config), "serve"],
@@ -75,10 +78,15 @@ class SpawnedServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
-            if all(_listening(p) for p in self.ports.values()):
+            if all(_listening(p) for p in self.ports.values()) and self._said_ready(mark):
                 return
             time.sleep(0.05)
         raise RuntimeError(f"server did not start: {self.log.read_text()[-3000:]}")
+
+    def _said_ready(self, mark: int) -> bool:
+        with self.log.open("rb") as f:
+            f.seek(mark)
+            return b"mailwright ready" in f.read()
 
     def stop(self) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
