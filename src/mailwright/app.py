@@ -82,18 +82,17 @@ def make_verifier(users: UserStore) -> Callable[[Credentials, str], Awaitable[bo
     return verify
 
 
-def tls_material(config: Config, announce: bool = True) -> tuple[Path, Path]:
+def tls_material(config: Config) -> tuple[Path, Path]:
     """The certificate and key to serve: the configured ones, else a generated self-signed pair."""
     cert, key = config.tls.cert, config.tls.key
     if cert is None or key is None:
         cert, key = ensure_self_signed(config.state_dir / "tls", config.hostname)
-        if announce:
-            log.warning(
-                "no TLS certificate configured: using a self-signed one for %s at %s. Clients will not "
-                "trust it; set [tls] cert and key to a real certificate (e.g. from Let's Encrypt).",
-                config.hostname,
-                cert,
-            )
+        log.warning(
+            "no TLS certificate configured: using a self-signed one for %s at %s. Clients will not "
+            "trust it; set [tls] cert and key to a real certificate (e.g. from Let's Encrypt).",
+            config.hostname,
+            cert,
+        )
     return cert, key
 
 
@@ -118,7 +117,6 @@ class Server:
         self.servers: list[asyncio.AbstractServer] = []
         self.tls: ReloadableServerContext | None = None
         self.store: MessageSink | None = store
-        self.owns_store = store is None
         self.sockets = sockets
         self.limits = limits
         self.limiter = limiter
@@ -130,7 +128,7 @@ class Server:
     async def start(self) -> None:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        self.tls = ReloadableServerContext(*(self.tls_files or tls_material(cfg, self.announce)))
+        self.tls = ReloadableServerContext(*(self.tls_files or tls_material(cfg)))
         users = UserStore(cfg.users_db)
         if self.store is None:
             self.store = SQLiteQueueStore(cfg.queue.directory, min_free=cfg.queue.min_free)
@@ -230,7 +228,7 @@ class Server:
                 if not any(s.task for s in ctx.sessions):
                     break
                 await asyncio.sleep(0.05)
-        if self.store is not None and self.owns_store:
+        if self.store is not None:
             await self.store.close()
 
 

@@ -219,10 +219,9 @@ class Master:
         limiter = RelayedAuthLimiter(
             link, max_failures=cfg.auth.max_failures, window=cfg.auth.failure_window, lockout=cfg.auth.lockout
         )
-        store = RemoteQueueStore(link, self.store.spool)
         server = Server(
             cfg,
-            store=store,
+            store=RemoteQueueStore(link, self.store.spool),
             sockets=self.sockets,
             limits=ConnectionLimits(
                 cfg.limits.max_connections, cfg.limits.max_connections_per_ip, self.table, slot
@@ -238,8 +237,7 @@ class Master:
         await server.start()
         link.send((wire.READY,))
         await stop.wait()
-        await server.stop()
-        await store.close()
+        await server.stop()  # closes the store too: waits for the master's answers in flight
 
     # -- the master's loop ----------------------------------------------------------------------
 
@@ -295,7 +293,7 @@ class Master:
                 handle.outbox.append(
                     (wire.RESULT, seq, queue_id, None if error is None else wire.error_name(error.reply))
                 )
-        for handle in list(self.workers.values()):
+        for handle in self.workers.values():  # _send never adds or removes workers
             if handle.outbox:
                 self._send(handle)
         self._handle_signals()

@@ -148,18 +148,17 @@ class RemoteQueueStore:
         if self._closed or self.link.lost:
             own.abort()
             raise SMTPError(R.SHUTTING_DOWN if self._closed else R.LOCAL_ERROR)
-        writer = own
-        inline = writer.inline_body
-        temp_name = writer.hand_over()
+        inline = own.inline_body
+        temp_name = own.hand_over()
         if envelope.received_at <= 0:
             envelope = replace(envelope, received_at=time.time())
         link = self.link
         link.seq += 1
         future: asyncio.Future[str] = link.loop.create_future()
-        link.pending[link.seq] = (future, writer)
+        link.pending[link.seq] = (future, own)
         queue_id = new_queue_id(envelope.received_at)
         link.send(
-            (wire.COMMIT, link.seq, queue_id, wire.pack_envelope(envelope), writer.size, inline, temp_name)
+            (wire.COMMIT, link.seq, queue_id, wire.pack_envelope(envelope), own.size, inline, temp_name)
         )
         return future
 
