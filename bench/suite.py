@@ -36,6 +36,7 @@ from typing import Any
 
 from bench import acceptance, idle, large, postfix_instance, report
 from bench.targets import REPO, STARTERS, Target
+from mailwright.build_info import build_kind
 
 BENCHMARKS = ["new-conn", "keep-conn", "idle", "large"]
 # Postfix is left out of idle (one smtpd process per connection, default_process_limit = 100) and
@@ -104,13 +105,14 @@ def versions() -> dict[str, str]:
 
     commit = _cmd(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
     dirty = _cmd(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"])
+    modified = ", src modified" if dirty else ""
     return {
         "python": platform.python_version(),
         "uvloop": dist("uvloop"),
         "postfix": postfix_instance.version(),
         "aiosmtpd": dist("aiosmtpd"),
         "aiosmtplib": dist("aiosmtplib"),
-        "mailwright": f"{dist('mailwright')} ({commit or 'no git'}{', src modified' if dirty else ''})",
+        "mailwright": f"{dist('mailwright')} ({commit or 'no git'}{modified}, {build_kind()})",
     }
 
 

@@ -24,9 +24,11 @@ import socket
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import uvloop
 
+from mailwright.build_info import build_kind
 from mailwright.config.schema import Config, ListenerConfig, unprivileged_note
 from mailwright.limits.auth_failures import AuthFailureLimiter
 from mailwright.limits.connections import ConnectionLimits
@@ -169,8 +171,8 @@ class Server:
                 add_missing_headers=lc.role != "mx",
             )
 
-            def factory(rt: ListenerRuntime = runtime) -> SMTPSession:
-                return SMTPSession(ctx, rt)
+            def factory(rt: ListenerRuntime = runtime) -> asyncio.BaseProtocol:
+                return cast(asyncio.BaseProtocol, SMTPSession(ctx, rt))  # see SMTPSession
 
             tls = self.tls.context if implicit else None
             handshake = 30 if implicit else None
@@ -200,7 +202,12 @@ class Server:
                     ", implicit TLS" if implicit else "",
                 )
         if self.announce:
-            log.info("mailwright ready: hostname %s, queue %s", cfg.hostname, cfg.queue.directory)
+            log.info(
+                "mailwright ready: hostname %s, queue %s, one process, %s",
+                cfg.hostname,
+                cfg.queue.directory,
+                build_kind(),
+            )
 
     def reload_tls(self) -> None:
         if self.tls is None:

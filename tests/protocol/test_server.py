@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from mailwright.protocol import events as ev
 from mailwright.protocol.reply import Reply
-from mailwright.protocol.server import MAX_PENDING, ServerConnection, ServerSettings
+from mailwright.protocol.server import _ALLOWED, MAX_PENDING, ServerConnection, ServerSettings
 
 BASE = ServerSettings(hostname="mx.test", max_message_size=10_000, max_recipients=3, tls_available=True)
 
@@ -369,3 +369,15 @@ def _pair(commands: list[bytes], finals: list[str]) -> list[tuple[bytes, str]]:
             if not r.startswith("354"):
                 next(it, None)  # the reply to the line "."
     return out
+
+
+@pytest.mark.parametrize("verb", sorted(_ALLOWED))
+def test_every_command_in_the_state_table_has_a_handler(verb: str) -> None:
+    # The state table and the dispatch chain are two lists of verbs: a verb in the table
+    # without a handler would raise LocalProtocolError (a 451 for the peer) instead of a reply.
+    h = Harness()
+    h.send(b"EHLO c.test\r\n")
+    if verb in ("RCPT", "DATA"):
+        h.send(b"MAIL FROM:<a@c.test>\r\n")
+    lines = h.send(verb.encode() + b"\r\n")
+    assert lines and lines[-1][:1] in "2345", lines

@@ -5,8 +5,11 @@ from __future__ import annotations
 import errno
 import re
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from mailwright.protocol.reply import R
-from mailwright.queue.model import QUEUE_ID_LENGTH, is_queue_id, new_queue_id
+from mailwright.queue.model import _CROCKFORD, QUEUE_ID_LENGTH, _encode, is_queue_id, new_queue_id
 from mailwright.queue.spool import storage_error
 
 
@@ -39,3 +42,26 @@ def test_storage_error_mapping() -> None:
     err = storage_error(OSError(errno.EIO, "io"))
     assert err.reply == R.LOCAL_ERROR
     assert err.reply.code == 451 and err.temporary
+
+
+def reference_encode(value: int, width: int) -> str:
+    """One character per 5 bits, least significant first, then reversed: the plain definition."""
+    out = []
+    for _ in range(width):
+        out.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+@given(st.integers(min_value=0, max_value=2**80), st.integers(min_value=1, max_value=16))
+def test_encode_matches_the_plain_definition(value: int, width: int) -> None:
+    assert _encode(value, width) == reference_encode(value, width)
+
+
+def test_encode_known_values() -> None:
+    assert _encode(0, 9) == "000000000"
+    assert _encode(31, 1) == "Z"
+    assert _encode(32, 2) == "10"
+    # 2023-11-14T22:13:20Z: a ULID (also Crockford base32 of milliseconds) of that instant starts
+    # "01HF7YAT00"; ours has one character fewer.
+    assert _encode(1_700_000_000_000, 9) == "1HF7YAT00"

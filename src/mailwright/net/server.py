@@ -108,7 +108,10 @@ class ServerContext:
                 session._timed_out()
 
 
-class SMTPSession(asyncio.Protocol):
+class SMTPSession:
+    """One connection's asyncio protocol (structurally `asyncio.Protocol`: mypyc compiles this
+    class to a native one, which cannot subclass it; asyncio and uvloop only call its methods)."""
+
     def __init__(self, ctx: ServerContext, listener: ListenerRuntime) -> None:
         self.ctx = ctx
         self.listener = listener
@@ -470,7 +473,11 @@ class SMTPSession(asyncio.Protocol):
             return
         try:
             new = await self.loop.start_tls(
-                transport, self, context, server_side=True, ssl_handshake_timeout=30
+                transport,
+                cast(asyncio.BaseProtocol, self),
+                context,
+                server_side=True,
+                ssl_handshake_timeout=30,
             )
         except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
             log.info("TLS handshake with %s failed: %s", self.peer_ip, exc)

@@ -46,6 +46,7 @@ from typing import Any
 
 import uvloop
 
+from mailwright.build_info import build_kind
 from mailwright.config.schema import Config, ListenerConfig, unprivileged_note
 from mailwright.limits.connections import ConnectionLimits, ConnectionTable
 from mailwright.net.tls import ReloadableServerContext
@@ -353,10 +354,11 @@ class Master:
         ):
             self.announced = True
             log.info(
-                "mailwright ready: hostname %s, queue %s, %d worker processes",
+                "mailwright ready: hostname %s, queue %s, %d worker processes, %s",
                 self.config.hostname,
                 self.config.queue.directory,
                 self.count,
+                build_kind(),
             )
 
     def _send(self, handle: WorkerHandle) -> None:

@@ -16,10 +16,19 @@ or explaining replies to people (the doctor does).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
+_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})\Z")
+
+
+@functools.lru_cache(maxsize=256)
+def _enhanced_class(enhanced: str) -> int:
+    """The class digit of a valid RFC 3463 code, else 0 (cached: replies are built per message)."""
+    m = _ENHANCED.match(enhanced)
+    return 0 if m is None else int(m.group(1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +45,8 @@ class Reply:
     ) -> None:
         if not 200 <= code <= 599:
             raise ValueError(f"reply code {code} is outside 200..599")
-        if enhanced is not None:
-            m = _ENHANCED.match(enhanced)
-            if m is None or int(m.group(1)) != code // 100:
-                raise ValueError(f"enhanced status {enhanced!r} does not fit reply code {code}")
+        if enhanced is not None and _enhanced_class(enhanced) != code // 100:
+            raise ValueError(f"enhanced status {enhanced!r} does not fit reply code {code}")
         if isinstance(text, str):
             parts = tuple(text.splitlines()) or ("",)
         else:
@@ -136,62 +143,68 @@ def reply_from_lines(code: int, texts: list[str]) -> Reply:
 class R:
     """The catalog of standard replies (RFC 5321 section 4.2, RFC 3463 codes)."""
 
-    READY = Reply(220, None, "ESMTP ready")
-    BYE = Reply(221, "2.0.0", "Bye")
-    OK = Reply(250, "2.0.0", "OK")
-    SENDER_OK = Reply(250, "2.1.0", "Sender OK")
-    RCPT_OK = Reply(250, "2.1.5", "Recipient OK")
-    RESET = Reply(250, "2.0.0", "Reset OK")
-    NOOP = Reply(250, "2.0.0", "OK")
-    VRFY = Reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
-    HELP = Reply(
+    READY: ClassVar[Reply] = Reply(220, None, "ESMTP ready")
+    BYE: ClassVar[Reply] = Reply(221, "2.0.0", "Bye")
+    OK: ClassVar[Reply] = Reply(250, "2.0.0", "OK")
+    SENDER_OK: ClassVar[Reply] = Reply(250, "2.1.0", "Sender OK")
+    RCPT_OK: ClassVar[Reply] = Reply(250, "2.1.5", "Recipient OK")
+    RESET: ClassVar[Reply] = Reply(250, "2.0.0", "Reset OK")
+    NOOP: ClassVar[Reply] = Reply(250, "2.0.0", "OK")
+    VRFY: ClassVar[Reply] = Reply(
+        252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery"
+    )
+    HELP: ClassVar[Reply] = Reply(
         214,
         "2.0.0",
         "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH",
     )
-    START_DATA = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
-    START_TLS = Reply(220, "2.0.0", "Ready to start TLS")
-    AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
+    START_DATA: ClassVar[Reply] = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
+    START_TLS: ClassVar[Reply] = Reply(220, "2.0.0", "Ready to start TLS")
+    AUTH_OK: ClassVar[Reply] = Reply(235, "2.7.0", "Authentication successful")
 
-    SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, closing connection")
-    TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
-    TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
-    TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
-    STORAGE_FULL = Reply(452, "4.3.1", "Insufficient system storage, try again later")
-    LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
-    TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")
-    AUTH_TEMP_LOCKED = Reply(454, "4.7.0", "Too many authentication failures, try again later")
+    SHUTTING_DOWN: ClassVar[Reply] = Reply(421, "4.3.2", "Service shutting down, closing connection")
+    TIMEOUT: ClassVar[Reply] = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
+    TOO_MANY_CONNECTIONS: ClassVar[Reply] = Reply(421, "4.7.0", "Too many connections, try again later")
+    TOO_MANY_RECIPIENTS: ClassVar[Reply] = Reply(452, "4.5.3", "Too many recipients")
+    STORAGE_FULL: ClassVar[Reply] = Reply(452, "4.3.1", "Insufficient system storage, try again later")
+    LOCAL_ERROR: ClassVar[Reply] = Reply(451, "4.3.0", "Local error in processing, try again later")
+    TLS_UNAVAILABLE: ClassVar[Reply] = Reply(454, "4.7.0", "TLS not available due to temporary reason")
+    AUTH_TEMP_LOCKED: ClassVar[Reply] = Reply(
+        454, "4.7.0", "Too many authentication failures, try again later"
+    )
 
-    LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
-    BARE_LF_COMMAND = Reply(
+    LINE_TOO_LONG: ClassVar[Reply] = Reply(500, "5.5.2", "Line too long")
+    BARE_LF_COMMAND: ClassVar[Reply] = Reply(
         500, "5.5.2", "Bare CR or LF in command; lines must end with CRLF (RFC 5321 2.3.8)"
     )
-    UNRECOGNIZED = Reply(500, "5.5.1", "Command unrecognized")
-    SYNTAX = Reply(501, "5.5.4", "Syntax error in parameters or arguments")
-    BAD_SENDER_SYNTAX = Reply(501, "5.1.7", "Bad sender address syntax")
-    BAD_RCPT_SYNTAX = Reply(501, "5.1.3", "Bad recipient address syntax")
-    NOT_IMPLEMENTED = Reply(502, "5.5.1", "Command not implemented")
-    BAD_SEQUENCE = Reply(503, "5.5.1", "Bad sequence of commands")
-    NO_VALID_RCPTS = Reply(554, "5.5.1", "No valid recipients")
-    AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
-    TLS_REQUIRED = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
-    ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
-    AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
-    AUTH_MECH_UNKNOWN = Reply(504, "5.5.4", "Unrecognized authentication type")
-    AUTH_ALREADY = Reply(503, "5.5.1", "Already authenticated")
-    AUTH_CANCELLED = Reply(501, "5.7.0", "Authentication cancelled")
-    AUTH_BAD_BASE64 = Reply(501, "5.5.2", "Cannot decode base64 response")
-    RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
-    SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address not owned by authenticated user")
-    UNKNOWN_PARAM = Reply(555, "5.5.4", "Unsupported MAIL/RCPT parameter")
-    MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
-    BARE_LF_DATA = Reply(
+    UNRECOGNIZED: ClassVar[Reply] = Reply(500, "5.5.1", "Command unrecognized")
+    SYNTAX: ClassVar[Reply] = Reply(501, "5.5.4", "Syntax error in parameters or arguments")
+    BAD_SENDER_SYNTAX: ClassVar[Reply] = Reply(501, "5.1.7", "Bad sender address syntax")
+    BAD_RCPT_SYNTAX: ClassVar[Reply] = Reply(501, "5.1.3", "Bad recipient address syntax")
+    NOT_IMPLEMENTED: ClassVar[Reply] = Reply(502, "5.5.1", "Command not implemented")
+    BAD_SEQUENCE: ClassVar[Reply] = Reply(503, "5.5.1", "Bad sequence of commands")
+    NO_VALID_RCPTS: ClassVar[Reply] = Reply(554, "5.5.1", "No valid recipients")
+    AUTH_REQUIRED: ClassVar[Reply] = Reply(530, "5.7.0", "Authentication required")
+    TLS_REQUIRED: ClassVar[Reply] = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
+    ENCRYPTION_REQUIRED: ClassVar[Reply] = Reply(
+        538, "5.7.11", "Encryption required for requested authentication mechanism"
+    )
+    AUTH_FAILED: ClassVar[Reply] = Reply(535, "5.7.8", "Authentication credentials invalid")
+    AUTH_MECH_UNKNOWN: ClassVar[Reply] = Reply(504, "5.5.4", "Unrecognized authentication type")
+    AUTH_ALREADY: ClassVar[Reply] = Reply(503, "5.5.1", "Already authenticated")
+    AUTH_CANCELLED: ClassVar[Reply] = Reply(501, "5.7.0", "Authentication cancelled")
+    AUTH_BAD_BASE64: ClassVar[Reply] = Reply(501, "5.5.2", "Cannot decode base64 response")
+    RELAY_DENIED: ClassVar[Reply] = Reply(554, "5.7.1", "Relay access denied")
+    SENDER_NOT_OWNED: ClassVar[Reply] = Reply(553, "5.7.1", "Sender address not owned by authenticated user")
+    UNKNOWN_PARAM: ClassVar[Reply] = Reply(555, "5.5.4", "Unsupported MAIL/RCPT parameter")
+    MESSAGE_TOO_BIG: ClassVar[Reply] = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+    BARE_LF_DATA: ClassVar[Reply] = Reply(
         550, "5.6.0", "Message contains bare CR or LF; lines must end with CRLF (RFC 5321 2.3.8)"
     )
-    TEXT_LINE_TOO_LONG = Reply(
+    TEXT_LINE_TOO_LONG: ClassVar[Reply] = Reply(
         550,
         "5.6.0",
         "Message line longer than 998 octets (RFC 5321 4.5.3.1.6); use quoted-printable or base64",
     )
-    SMTPUTF8_REQUIRED = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
-    REQUIRETLS_NEEDS_TLS = Reply(530, "5.7.10", "REQUIRETLS needs a TLS session")
+    SMTPUTF8_REQUIRED: ClassVar[Reply] = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
+    REQUIRETLS_NEEDS_TLS: ClassVar[Reply] = Reply(530, "5.7.10", "REQUIRETLS needs a TLS session")

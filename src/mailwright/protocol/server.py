@@ -49,6 +49,7 @@ MAX_MAIL_RCPT = 2048  # room for the RFC 1869 / 3461 / 4954 parameter extensions
 MAX_AUTH = 12288  # RFC 4954 4: AUTH lines and SASL responses
 MAX_PENDING = 256 * 1024
 MAX_ERRORS = 20  # as Postfix's smtpd_hard_error_limit
+_NO_MAIL_PARAMS = MailParams()  # frozen: one shared value for "no transaction"
 
 
 class LocalProtocolError(Exception):
@@ -87,7 +88,9 @@ _ALLOWED: dict[str, frozenset[State]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+# eq=False: compared and hashed by identity. A listener's settings object lives as long as the
+# listener, and hashing nine fields for the reply caches below cost more than building an EHLO reply.
+@dataclass(frozen=True, slots=True, eq=False)
 class ServerSettings:
     hostname: str
     greeting: str = "ESMTP mailwright"
@@ -149,7 +152,7 @@ class ServerConnection:
         self.helo: str | None = None
         self.extended = False
         self.authenticated: str | None = None
-        self.mail_params = MailParams()
+        self.mail_params = _NO_MAIL_PARAMS
         self.recipient_count = 0
         self.errors = 0
         self._in = bytearray()
@@ -297,7 +300,7 @@ class ServerConnection:
         self._events.append(event)
 
     def _reset_transaction(self) -> None:
-        self.mail_params = MailParams()
+        self.mail_params = _NO_MAIL_PARAMS
         self.recipient_count = 0
         self._data = None
         self._bdat_failure = None
@@ -358,11 +361,44 @@ class ServerConnection:
         except UnicodeDecodeError:
             self._error(Reply(501, "5.5.2", "Command is not valid UTF-8"))
             return
-        handler = getattr(self, "_cmd_" + verb.lower())
         try:
-            handler(arg)
+            self._dispatch(verb, arg)
         except SMTPError as exc:
             self._error(exc.reply)
+
+    def _dispatch(self, verb: str, arg: str) -> None:
+        # Direct calls, most frequent first: compiled (mypyc), a getattr-built bound method
+        # per command cost more than parsing the command itself.
+        if verb == "MAIL":
+            self._cmd_mail(arg)
+        elif verb == "RCPT":
+            self._cmd_rcpt(arg)
+        elif verb == "DATA":
+            self._cmd_data(arg)
+        elif verb == "EHLO":
+            self._cmd_ehlo(arg)
+        elif verb == "QUIT":
+            self._cmd_quit(arg)
+        elif verb == "BDAT":
+            self._cmd_bdat(arg)
+        elif verb == "RSET":
+            self._cmd_rset(arg)
+        elif verb == "NOOP":
+            self._cmd_noop(arg)
+        elif verb == "HELO":
+            self._cmd_helo(arg)
+        elif verb == "STARTTLS":
+            self._cmd_starttls(arg)
+        elif verb == "AUTH":
+            self._cmd_auth(arg)
+        elif verb == "VRFY":
+            self._cmd_vrfy(arg)
+        elif verb == "EXPN":
+            self._cmd_expn(arg)
+        elif verb == "HELP":
+            self._cmd_help(arg)
+        else:  # _ALLOWED and this chain disagree: a bug here, not the peer's
+            raise LocalProtocolError(f"no handler for {verb}")
 
     def _sequence_reply(self, verb: str) -> Reply:
         if verb == "MAIL" and self.state is State.CONNECTED:

@@ -1,0 +1,30 @@
+"""DATA framing helpers: the long-line check against its plain definition."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailwright.protocol.framing import MAX_TEXT_LINE, has_long_line
+
+
+def reference(lines: bytes) -> bool:
+    """The plain definition: some LF-separated part (a line and its CR) is MAX_TEXT_LINE octets or more."""
+    return max(map(len, lines.split(b"\n"))) > MAX_TEXT_LINE - 1
+
+
+# Line lengths around the limit, so that both answers come up often.
+_line = st.integers(min_value=0, max_value=MAX_TEXT_LINE + 3).map(lambda n: b"x" * n + b"\r\n")
+
+
+@given(st.lists(_line, max_size=6))
+def test_long_line_check_matches_the_definition(lines: list[bytes]) -> None:
+    text = b"".join(lines)
+    assert has_long_line(text) == reference(text)
+
+
+def test_limit_is_998_octets_of_text() -> None:
+    assert not has_long_line(b"x" * (MAX_TEXT_LINE - 2) + b"\r\n")  # 998 + CRLF: allowed
+    assert has_long_line(b"x" * (MAX_TEXT_LINE - 1) + b"\r\n")  # 999 + CRLF: too long
+    assert has_long_line(b"a\r\n" * 500 + b"x" * MAX_TEXT_LINE + b"\r\n" + b"b\r\n" * 500)
+    assert not has_long_line(b"")
