@@ -1,6 +1,6 @@
 """The asyncio side of the SMTP server: sockets, TLS, time-outs, backpressure.
 
-One `SMTPSession` (an `asyncio.Protocol`, not streams: no per-line `drain()`) drives one
+One `SMTPSession` (an asyncio protocol, not streams: no per-line `drain()`) drives one
 `protocol.ServerConnection`.  Every batch of received bytes is parsed to the end and its
 replies leave in one `write()` (RFC 2920 batching).  Events that need slow work (a queue
 commit, a password check, the TLS handshake) run as a task while the engine is paused;
