@@ -18,23 +18,17 @@ from mailwright.build_info import COMPILED_MODULES, build_kind, is_compiled
 PURE = os.environ.get("MAILWRIGHT_PURE_PYTHON") == "1"
 
 
-def _source(module: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    assert spec is not None and spec.origin is not None, module
-    return Path(spec.origin).with_name(module.rsplit(".", 1)[1] + ".py")
-
-
 @pytest.mark.parametrize("module", COMPILED_MODULES)
 def test_compiled_module_is_newer_than_its_source(module: str) -> None:
     spec = importlib.util.find_spec(module)
     assert spec is not None and spec.origin is not None
-    source = _source(module)
+    loaded = Path(spec.origin)
+    source = loaded.with_name(module.rsplit(".", 1)[1] + ".py")
     assert source.is_file(), f"{module}: no source at {source}"
-    if not is_compiled(module):
-        return
-    built = Path(spec.origin)
-    assert built.stat().st_mtime >= source.stat().st_mtime, (
-        f"{source} changed after it was compiled to {built.name}: the old code would run. "
+    if loaded == source:
+        return  # not compiled: nothing can be stale
+    assert loaded.stat().st_mtime >= source.stat().st_mtime, (
+        f"{source} changed after it was compiled to {loaded.name}: the old code would run. "
         "Fix: pip install -e . (recompiles), or delete the .so files and set MAILWRIGHT_PURE_PYTHON=1"
     )
 
