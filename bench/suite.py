@@ -73,7 +73,7 @@ class Params:
     repeat: int  # acceptance runs per target and mode, each on a fresh target; the median is reported
 
 
-FULL = Params(10_000, 20, 100, 200, 10_000, 50, 50_000_000, 300.0, 3)
+FULL = Params(10_000, 20, 100, 200, 10_000, 50, 50_000_000, 300.0, 5)
 SMOKE = Params(400, 20, 10, 20, 200, 10, 2_000_000, 60.0, 1)
 
 

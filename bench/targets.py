@@ -83,20 +83,26 @@ def tree_status_kib(pid: int, key: str) -> int:
     return sum(proc_status_kib(p, key) for p in process_tree(pid))
 
 
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, wait: float) -> None:
+def _wait_listening(
+    port: int, proc: subprocess.Popen[bytes], log: Path, wait: float, ready_line: str | None
+) -> None:
+    """Until the port accepts and, when given, `ready_line` is in the log: a prefork server's
+    port accepts as soon as the master has bound it, before every worker is running."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}: {_tail(log)}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
+            if ready_line is None or ready_line in _tail(log, whole=True):
+                return
         time.sleep(0.05)
-    raise RuntimeError(f"server did not listen on 127.0.0.1:{port} within {wait:.0f}s: {_tail(log)}")
+    raise RuntimeError(f"server did not get ready on 127.0.0.1:{port} within {wait:.0f}s: {_tail(log)}")
 
 
-def _tail(log: Path) -> str:
+def _tail(log: Path, whole: bool = False) -> str:
     with contextlib.suppress(OSError):
-        return log.read_text(errors="replace")[-1500:].strip()
+        text = log.read_text(errors="replace")
+        return text if whole else text[-1500:].strip()
     return ""
 
 
@@ -113,13 +119,18 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def _process(
-    name: str, argv: list[str], port: int, root: Path, wait: float = 30.0
+    name: str,
+    argv: list[str],
+    port: int,
+    root: Path,
+    wait: float = 30.0,
+    ready_line: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     log = root / f"{name}.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     try:
-        _wait_listening(port, proc, log, wait)
+        _wait_listening(port, proc, log, wait, ready_line)
         yield proc
         if proc.poll() is not None:
             raise RuntimeError(f"{name} died during the benchmark: {_tail(log)}")
@@ -169,7 +180,7 @@ def start_mailwright() -> Iterator[Target]:
         def largest() -> int:
             return query("SELECT max(size) FROM messages")
 
-        with _process("mailwright", argv, port, root, wait=60) as proc:
+        with _process("mailwright", argv, port, root, wait=60, ready_line="mailwright ready") as proc:
             workers = len(process_tree(proc.pid)) - 1
             detail = f"fresh state dir, SQLite queue, fsync; master + {workers} workers (the default)"
             yield Target("mailwright", port, proc.pid, stored, detail, largest)

@@ -4,7 +4,6 @@ relayed to the other workers only, and a worker that sends garbage cut off."""
 
 from __future__ import annotations
 
-import selectors
 import socket
 import subprocess
 import sys
@@ -47,7 +46,7 @@ class Rig:
             ours, theirs = socket.socketpair()
             handle = WorkerHandle(slot, proc.pid, ours, 0.0)
             self.master.workers[proc.pid] = handle
-            self.master.sel.register(ours, selectors.EVENT_READ, handle)
+            self.master.watch(handle)
             theirs.settimeout(5)
             self.ends.append(theirs)
 

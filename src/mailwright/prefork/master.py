@@ -5,7 +5,7 @@ thread and the event loop trade the GIL for every batch. Here the SMTP sessions 
 processes that all accept from the same listening sockets (bound once, by the master, before the
 fork; the kernel hands each connection to one of them), and the master is the queue's single
 writer, like Postfix's smtpd processes feeding cleanup and the queue manager. The master runs no
-event loop: it waits in `select` on the workers' channels, takes every COMMIT that arrived, makes
+event loop: it waits in `poll` on the workers' channels, takes every COMMIT that arrived, makes
 the lot durable in ONE transaction (`queue.committer`), and answers. A batch forms by itself while
 the previous one is being fsynced; nothing waits for a timer.
 
@@ -35,8 +35,9 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import math
 import os
-import selectors
+import select
 import signal
 import socket
 import struct
@@ -121,13 +122,16 @@ class Master:
         self.config = config
         self.count = workers
         self.workers: dict[int, WorkerHandle] = {}  # by pid
-        self.sel = selectors.DefaultSelector()
+        # select.poll, not selectors: the selectors module is interpreted Python, run on every turn.
+        self.poll = select.poll()
+        self.channels: dict[int, WorkerHandle] = {}  # by channel fd
         self.stopping = False
         self.stop_deadline = 0.0
         self.restarts: dict[int, float] = {}  # slot -> monotonic time to restart at
         self.signals: list[int] = []
         self.exit_code = 0
         self.announced = False
+        self._wake_r = self._wake_w = -1  # the signal wake-up pipe, made by prepare()
 
     # -- start-up (before any fork) -------------------------------------------------------------
 
@@ -184,7 +188,7 @@ class Master:
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", _SEND_TIMEOUT, 0))
         handle = WorkerHandle(slot, pid, ours, time.monotonic())
         self.workers[pid] = handle
-        self.sel.register(ours, selectors.EVENT_READ, handle)
+        self.watch(handle)
         log.debug("worker %d started as pid %d", slot, pid)
 
     def _forget_in_child(self) -> None:
@@ -201,7 +205,6 @@ class Master:
         for handle in self.workers.values():
             if handle.channel is not None:
                 handle.channel.close()
-        self.sel.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
         self.store.release_lock_in_child()
@@ -245,7 +248,7 @@ class Master:
     def run(self) -> int:
         for slot in range(self.count):
             self.spawn(slot)
-        self.sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self.poll.register(self._wake_r, select.POLLIN)
         self._reap()  # a worker may have died before SIGCHLD had a handler
         try:
             while not (self.stopping and not self.workers):
@@ -280,14 +283,16 @@ class Master:
 
     def _turn(self) -> None:
         batch: list[Job] = []
-        for key, _ in self.sel.select(self._timeout()):
-            handle = key.data
-            if handle is None:
+        timeout = self._timeout()
+        for fd, _ in self.poll.poll(None if timeout is None else math.ceil(timeout * 1000)):
+            if fd == self._wake_r:
                 with contextlib.suppress(BlockingIOError):
                     while os.read(self._wake_r, 512):
                         pass
                 continue
-            self._read(handle, batch)
+            handle = self.channels.get(fd)
+            if handle is not None:
+                self._read(handle, batch)
         if batch:
             for job, queue_id, error in self.store.committer.commit(batch):
                 handle, seq = job.ticket
@@ -374,9 +379,17 @@ class Master:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(handle.pid, signal.SIGKILL)
 
+    def watch(self, handle: WorkerHandle) -> None:
+        """Read `handle`'s channel from the next turn on."""
+        assert handle.channel is not None
+        self.poll.register(handle.channel.fileno(), select.POLLIN)
+        self.channels[handle.channel.fileno()] = handle
+
     def _drop_channel(self, handle: WorkerHandle) -> None:
         if handle.channel is not None:
-            self.sel.unregister(handle.channel)
+            fd = handle.channel.fileno()
+            self.poll.unregister(fd)
+            del self.channels[fd]
             handle.channel.close()
             handle.channel = None
 

@@ -147,5 +147,7 @@ def split_line(buf: bytearray) -> tuple[bytes, bool] | None:
     del buf[: lf + 1]
     if line.endswith(b"\r"):
         line = line[:-1]
-        return line, b"\r" in line
+        # find(), not `in`: CPython's bytes.__contains__ first tries the operand as an integer
+        # and builds (then discards) a TypeError message, on every line.
+        return line, line.find(b"\r") >= 0
     return line, True

@@ -69,13 +69,15 @@ class State(Enum):
 
 
 _S = State
-_SESSION = frozenset({_S.CONNECTED, _S.READY, _S.MAIL, _S.RCPT, _S.BDAT})
-_ALLOWED: dict[str, frozenset[State]] = {
+# Tuples, not frozensets: membership by identity, where a set would call Enum's __hash__, a
+# Python function, on every command.
+_SESSION = (_S.CONNECTED, _S.READY, _S.MAIL, _S.RCPT, _S.BDAT)
+_ALLOWED: dict[str, tuple[State, ...]] = {
     "EHLO": _SESSION,
     "HELO": _SESSION,
-    "MAIL": frozenset({_S.READY}),
-    "RCPT": frozenset({_S.MAIL, _S.RCPT}),
-    "DATA": frozenset({_S.MAIL, _S.RCPT}),
+    "MAIL": (_S.READY,),
+    "RCPT": (_S.MAIL, _S.RCPT),
+    "DATA": (_S.MAIL, _S.RCPT),
     "BDAT": _SESSION,  # sequence errors are answered after the chunk is consumed
     "RSET": _SESSION,
     "NOOP": _SESSION,
@@ -83,8 +85,8 @@ _ALLOWED: dict[str, frozenset[State]] = {
     "VRFY": _SESSION,
     "EXPN": _SESSION,
     "QUIT": _SESSION,
-    "STARTTLS": frozenset({_S.CONNECTED, _S.READY}),
-    "AUTH": frozenset({_S.READY}),
+    "STARTTLS": (_S.CONNECTED, _S.READY),
+    "AUTH": (_S.READY,),
 }
 
 
@@ -346,7 +348,7 @@ class ServerConnection:
         if len(line) + 2 > limit:
             self._error(R.LINE_TOO_LONG)
             return
-        if b"\x00" in line:
+        if line.find(b"\x00") >= 0:  # not `in`: see framing.split_line
             self._error(Reply(501, "5.5.2", "NUL octet in command"))
             return
         allowed = _ALLOWED.get(verb)

@@ -51,6 +51,7 @@ _MESSAGES_INSERT = (
 _RECIPIENTS_INSERT = (
     "INSERT INTO recipients (message_id, idx, address, notify, orcpt, state, next_attempt) VALUES "
 )
+_QUEUED = RecipientState.QUEUED.value  # an enum's .value is a Python-level property: read it once
 _ROWS_PER_INSERT = 256  # 11 columns x 256 rows stays far below SQLite's 32,766 variables
 
 
@@ -229,7 +230,7 @@ class BatchCommitter:
                  env.received_at, job.body.size, job.spool_name, body)
             )  # fmt: skip
             recipients.extend(
-                (job.id, i, r.address, r.notify, r.orcpt, RecipientState.QUEUED.value, env.received_at)
+                (job.id, i, r.address, r.notify, r.orcpt, _QUEUED, env.received_at)
                 for i, r in enumerate(env.recipients)
             )
         try:
