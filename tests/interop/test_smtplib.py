@@ -95,6 +95,11 @@ def test_starttls_auth_each_mechanism_queues_with_esmtpsa(
     assert qid.encode() in resp, "the 250 names the queue id"
     assert rcpts == ["bob@mx.test"]
     stored = server.body(qid)
+    # The operator's trace: one log line for the message, keyed by its queue id.
+    logged = [line for line in server.log.read_text().splitlines() if f" {qid}: " in line]
+    assert len(logged) == 1, logged
+    assert f"{qid}: from=<{USER}>, size={len(stored)}, nrcpt=1, client=client.test[127.0.0.1]" in logged[0]
+    assert logged[0].endswith(f", tls, auth={USER}"), logged[0]
     received = fields(stored, "Received")[0]
     assert unfolded_headers(stored)[0] == received, "Received is the first header"
     assert received.startswith("Received: from client.test ([127.0.0.1])"), received

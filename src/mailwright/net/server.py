@@ -172,7 +172,8 @@ class SMTPSession:
             self.ctx.limits.release(self.peer_ip)
             self.admitted = False
         self.ctx.sessions.discard(self)
-        if self.task is not None and not self.task.done():
+        # A commit in flight is left to finish: the message may be stored, and gets its log line.
+        if self.task is not None and not self.task.done() and self._committing is None:
             self.task.cancel()
         self._drop_transaction()
         self.conn = None
@@ -288,6 +289,7 @@ class SMTPSession:
                 owns=self.ctx.auth.owns,
             )
             if reply is not None:
+                self._log_refusal("MAIL", reply, "" if event.sender is None else str(event.sender), None)
                 conn.reject(reply)
                 return
             self._drop_transaction()
@@ -299,6 +301,7 @@ class SMTPSession:
                 event.recipient, authenticated=conn.authenticated is not None
             )
             if reply is not None:
+                self._log_refusal("RCPT", reply, self.sender, str(event.recipient))
                 conn.reject(reply)
                 return
             notify = ",".join(sorted(event.params.notify)) if event.params.notify else None
@@ -382,6 +385,7 @@ class SMTPSession:
         self.recipients = []
 
     _body_error: Reply | None = None
+    _committing: tuple[Envelope, int] | None = None  # what the pending commit is for, to log it
 
     def _commit(self) -> None:
         """Hand the message to the queue; the 250 goes out when its batch is on disk.
@@ -409,6 +413,7 @@ class SMTPSession:
                 received_at=time.time(),
             )
             self.writer = None  # the store owns it now, whatever happens
+            self._committing = (envelope, writer.size)
             pending = self.ctx.store.commit(writer, envelope)
         except SMTPError as exc:
             self._drop_transaction()
@@ -419,20 +424,56 @@ class SMTPSession:
 
     def _committed(self, pending: asyncio.Future[str]) -> None:
         self.task = None
+        committed, self._committing = self._committing, None
         self._drop_transaction()
-        conn = self.conn
-        if conn is None or pending.cancelled():
+        if pending.cancelled():
             return
         exc = pending.exception()
+        conn = self.conn
         if exc is None:
-            conn.accept(Reply(250, "2.0.0", f"OK queued as {pending.result()}"))
+            queue_id = pending.result()
+            if committed is not None:
+                self._log_accepted(queue_id, *committed, client_gone=conn is None)
+            if conn is None:
+                return
+            conn.accept(Reply(250, "2.0.0", f"OK queued as {queue_id}"))
             self._arm_timer()
+        elif conn is None:
+            return
         elif isinstance(exc, SMTPError):
             conn.reject(exc.reply)
         else:
             log.error("queue commit for %s failed", self.peer_ip, exc_info=exc)
             conn.reject(R.LOCAL_ERROR)
         self._pump()
+
+    def _log_accepted(self, queue_id: str, env: Envelope, size: int, client_gone: bool) -> None:
+        # One line per message, keyed by queue id, as Postfix's smtpd/qmgr lines are: what an
+        # operator greps for to answer "did it arrive?".  A client gone before the 250 will
+        # likely send the message again: the note explains the duplicate.
+        log.info(
+            "%s: from=<%s>, size=%d, nrcpt=%d, client=%s[%s], listener=%s%s%s%s",
+            queue_id,
+            env.sender,
+            size,
+            len(env.recipients),
+            env.helo or "unknown",
+            env.client_ip,
+            self.listener.name,
+            ", tls" if env.tls else "",
+            f", auth={env.auth_user}" if env.auth_user else "",
+            " (client disconnected before the reply)" if client_gone else "",
+        )
+
+    def _log_refusal(self, verb: str, reply: Reply, sender: str, recipient: str | None) -> None:
+        # Postfix's "NOQUEUE: reject:" line: why a client was turned away, in the log it reads.
+        conn = self.conn
+        helo = conn.helo if conn is not None and conn.helo else "unknown"
+        to = f" to=<{recipient}>" if recipient is not None else ""
+        log.info(
+            "NOQUEUE: reject: %s from %s[%s]: %s; from=<%s>%s listener=%s",
+            verb, helo, self.peer_ip, reply, sender, to, self.listener.name,
+        )  # fmt: skip
 
     async def _authenticate(self, event: ev.AuthAttempt) -> None:
         conn = self.conn
