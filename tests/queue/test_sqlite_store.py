@@ -57,6 +57,29 @@ def test_inline_round_trip(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def test_every_committed_message_gets_one_log_line_keyed_by_its_queue_id(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> list[str]:
+        store = SQLiteQueueStore(tmp_path)
+        try:
+            small = await commit_bytes(store, body_of(300), envelope(n_rcpt=2))
+            big = await commit_bytes(store, body_of(90_000), envelope(sender=""))
+            await asyncio.sleep(0.05)  # the writer thread logs after handing the outcomes back
+            return [small, big]
+        finally:
+            await store.close()
+
+    with caplog.at_level(logging.INFO, logger="mailwright.queue"):
+        small, big = asyncio.run(main())
+    lines = [r.getMessage() for r in caplog.records if r.name == "mailwright.queue"]
+    assert lines == [
+        f"{small}: from=<alice@example.org>, size=300, nrcpt=2, client=client.example.org[127.0.0.1],"
+        " tls, auth=alice",
+        f"{big}: from=<>, size=90000, nrcpt=1, client=client.example.org[127.0.0.1], tls, auth=alice",
+    ]
+
+
 def test_spilled_5mb_round_trip(tmp_path: Path) -> None:
     data = body_of(5 * 1024 * 1024 + 17, tag=b"big")
 

@@ -172,8 +172,7 @@ class SMTPSession:
             self.ctx.limits.release(self.peer_ip)
             self.admitted = False
         self.ctx.sessions.discard(self)
-        # A commit in flight is left to finish: the message may be stored, and gets its log line.
-        if self.task is not None and not self.task.done() and self._committing is None:
+        if self.task is not None and not self.task.done():
             self.task.cancel()
         self._drop_transaction()
         self.conn = None
@@ -385,7 +384,6 @@ class SMTPSession:
         self.recipients = []
 
     _body_error: Reply | None = None
-    _committing: tuple[Envelope, int] | None = None  # what the pending commit is for, to log it
 
     def _commit(self) -> None:
         """Hand the message to the queue; the 250 goes out when its batch is on disk.
@@ -413,7 +411,6 @@ class SMTPSession:
                 received_at=time.time(),
             )
             self.writer = None  # the store owns it now, whatever happens
-            self._committing = (envelope, writer.size)
             pending = self.ctx.store.commit(writer, envelope)
         except SMTPError as exc:
             self._drop_transaction()
@@ -424,46 +421,20 @@ class SMTPSession:
 
     def _committed(self, pending: asyncio.Future[str]) -> None:
         self.task = None
-        committed, self._committing = self._committing, None
         self._drop_transaction()
-        if pending.cancelled():
+        conn = self.conn
+        if conn is None or pending.cancelled():
             return
         exc = pending.exception()
-        conn = self.conn
         if exc is None:
-            queue_id = pending.result()
-            if committed is not None:
-                self._log_accepted(queue_id, *committed, client_gone=conn is None)
-            if conn is None:
-                return
-            conn.accept(Reply(250, "2.0.0", f"OK queued as {queue_id}"))
+            conn.accept(Reply(250, "2.0.0", f"OK queued as {pending.result()}"))
             self._arm_timer()
-        elif conn is None:
-            return
         elif isinstance(exc, SMTPError):
             conn.reject(exc.reply)
         else:
             log.error("queue commit for %s failed", self.peer_ip, exc_info=exc)
             conn.reject(R.LOCAL_ERROR)
         self._pump()
-
-    def _log_accepted(self, queue_id: str, env: Envelope, size: int, client_gone: bool) -> None:
-        # One line per message, keyed by queue id, as Postfix's smtpd/qmgr lines are: what an
-        # operator greps for to answer "did it arrive?".  A client gone before the 250 will
-        # likely send the message again: the note explains the duplicate.
-        log.info(
-            "%s: from=<%s>, size=%d, nrcpt=%d, client=%s[%s], listener=%s%s%s%s",
-            queue_id,
-            env.sender,
-            size,
-            len(env.recipients),
-            env.helo or "unknown",
-            env.client_ip,
-            self.listener.name,
-            ", tls" if env.tls else "",
-            f", auth={env.auth_user}" if env.auth_user else "",
-            " (client disconnected before the reply)" if client_gone else "",
-        )
 
     def _log_refusal(self, verb: str, reply: Reply, sender: str, recipient: str | None) -> None:
         # Postfix's "NOQUEUE: reject:" line: why a client was turned away, in the log it reads.

@@ -53,7 +53,7 @@ from mailwright.limits.connections import ConnectionLimits, ConnectionTable
 from mailwright.net.tls import ReloadableServerContext
 from mailwright.prefork import wire
 from mailwright.prefork.worker import MasterLink, RelayedAuthLimiter, RemoteQueueStore
-from mailwright.queue.committer import Job
+from mailwright.queue.committer import Job, log_committed
 from mailwright.queue.spool import HandedOverBody
 from mailwright.queue.sqlite import SQLiteQueueStore
 from mailwright.users.store import UserStore
@@ -293,15 +293,16 @@ class Master:
             handle = self.channels.get(fd)
             if handle is not None:
                 self._read(handle, batch)
-        if batch:
-            for job, queue_id, error in self.store.committer.commit(batch):
-                handle, seq = job.ticket
-                handle.outbox.append(
-                    (wire.RESULT, seq, queue_id, None if error is None else wire.error_name(error.reply))
-                )
+        outcomes = self.store.committer.commit(batch) if batch else []
+        for job, queue_id, error in outcomes:
+            handle, seq = job.ticket
+            handle.outbox.append(
+                (wire.RESULT, seq, queue_id, None if error is None else wire.error_name(error.reply))
+            )
         for handle in self.workers.values():  # _send never adds or removes workers
             if handle.outbox:
                 self._send(handle)
+        log_committed(outcomes)
         self._handle_signals()
         self._restart_due()
         if self.stopping and self.workers and time.monotonic() >= self.stop_deadline:

@@ -102,6 +102,29 @@ def _insert_sql(head: str, columns: int, rows: int) -> str:
     return head + ",".join([one] * rows)
 
 
+def log_committed(outcomes: list[Outcome]) -> None:
+    """One line per committed message, keyed by its queue id (Postfix's smtpd and qmgr lines in
+    one): what an operator greps for to answer "did it arrive?".  The writers call this after
+    handing the outcomes back, so no 250 waits for it, and the lines of a batch go out together."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    for job, queue_id, _ in outcomes:
+        if queue_id is None:
+            continue
+        env = job.envelope
+        log.info(
+            "%s: from=<%s>, size=%d, nrcpt=%d, client=%s[%s]%s%s",
+            queue_id,
+            env.sender,
+            job.body.size,
+            len(env.recipients),
+            env.helo or "unknown",
+            env.client_ip,
+            ", tls" if env.tls else "",
+            f", auth={env.auth_user}" if env.auth_user else "",
+        )
+
+
 def sqlite_error(exc: sqlite3.Error) -> SMTPError:
     code = getattr(exc, "sqlite_errorcode", None)
     if (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "disk is full" in str(exc):

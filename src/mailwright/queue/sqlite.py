@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailwright.protocol.reply import R, SMTPError
-from mailwright.queue.committer import BatchCommitter, Job, Outcome, WriterStats
+from mailwright.queue.committer import BatchCommitter, Job, Outcome, WriterStats, log_committed
 from mailwright.queue.model import (
     Envelope,
     MessageInfo,
@@ -313,7 +313,9 @@ class SQLiteQueueStore:
                     break
                 batch.append(job)
             last_batch = len(batch)
-            self._hand_back(self.committer.commit(batch))
+            outcomes = self.committer.commit(batch)
+            self._hand_back(outcomes)
+            log_committed(outcomes)
         self.committer.close()
 
     def _hand_back(self, outcomes: list[Outcome]) -> None:
