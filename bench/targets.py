@@ -93,17 +93,22 @@ def _wait_listening(
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}: {_tail(log)}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            if ready_line is None or ready_line in _tail(log, whole=True):
+            if ready_line is None or _said(log, ready_line):
                 return
         time.sleep(0.05)
     raise RuntimeError(f"server did not get ready on 127.0.0.1:{port} within {wait:.0f}s: {_tail(log)}")
 
 
-def _tail(log: Path, whole: bool = False) -> str:
+def _tail(log: Path) -> str:
     with contextlib.suppress(OSError):
-        text = log.read_text(errors="replace")
-        return text if whole else text[-1500:].strip()
+        return log.read_text(errors="replace")[-1500:].strip()
     return ""
+
+
+def _said(log: Path, line: str) -> bool:
+    with contextlib.suppress(OSError):
+        return line in log.read_text(errors="replace")
+    return False
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
