@@ -28,6 +28,7 @@ from typing import cast
 
 import uvloop
 
+from mailwright import log_format
 from mailwright.build_info import build_kind
 from mailwright.config.schema import Config, ListenerConfig, unprivileged_note
 from mailwright.limits.auth_failures import AuthFailureLimiter
@@ -256,17 +257,7 @@ async def serve(config: Config) -> None:
 def run(config: Config) -> int:
     """Run the server until a signal stops it: one uvloop process, or a master and its workers."""
     workers = config.worker_count()
-    # With several processes each line names its process, as Postfix's "smtpd[1234]" does.
-    name = "%(name)s[%(process)d]" if workers > 1 else "%(name)s"
-    # The logging HOWTO's "Optimization" switches for what the format never shows (caller, thread,
-    # multiprocessing name): a line is written for every message, so its cost is throughput.
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logMultiprocessing = False
-    logging.basicConfig(
-        level=os.environ.get("MAILWRIGHT_LOG", "INFO").upper(),
-        format=f"%(asctime)s %(levelname)s {name}: %(message)s",
-    )
+    log_format.configure(os.environ.get("MAILWRIGHT_LOG", "INFO"), with_pid=workers > 1)
     try:
         if workers > 1:
             from mailwright.prefork.master import run_master

@@ -72,7 +72,9 @@ def test_every_committed_message_gets_one_log_line_keyed_by_its_queue_id(
 
     with caplog.at_level(logging.INFO, logger="mailwright.queue"):
         small, big = asyncio.run(main())
-    lines = [r.getMessage() for r in caplog.records if r.name == "mailwright.queue"]
+    # A batch's lines travel as one record (log_format.LineFormatter prefixes each line).
+    records = [r for r in caplog.records if r.name == "mailwright.queue"]
+    lines = [line for r in records for line in r.getMessage().split("\n")]
     assert lines == [
         f"{small}: from=<alice@example.org>, size=300, nrcpt=2, client=client.example.org[127.0.0.1],"
         " tls, auth=alice",
@@ -389,6 +391,14 @@ def test_null_sender_and_envelope_without_received_at(tmp_path: Path) -> None:
             got = store.get_envelope(qid)
             assert got is not None and got.sender == "" and got.received_at > 0
             assert got.recipients == (Recipient("bob@example.org"),)
+            # What is absent is stored as NULL, not as the '' it travels as (committer's NULLIF).
+            db = sqlite3.connect(tmp_path / "queue.db")
+            try:
+                row = db.execute("SELECT auth_user, spool_name, typeof(body) FROM messages").fetchone()
+                assert row == (None, None, "blob")
+                assert db.execute("SELECT notify, orcpt FROM recipients").fetchone() == (None, None)
+            finally:
+                db.close()
             with pytest.raises(ValueError):
                 await commit_bytes(store, b"x", Envelope("a@b", ()))
         finally:
