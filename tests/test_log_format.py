@@ -68,6 +68,7 @@ def test_configure_installs_the_line_formatter_on_stderr() -> None:
 
 def test_an_unknown_level_says_so_and_logs_at_info() -> None:
     err = configured_stderr("verbose", False, "logging.getLogger('mailwright.queue').info('shown')")
-    assert "WARNING mailwright: log level 'verbose' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL" in err
+    levels = "DEBUG, INFO, WARNING, ERROR, CRITICAL"
+    assert f"WARNING mailwright: log level 'verbose' is not one of {levels}" in err
     assert "(fix: MAILWRIGHT_LOG=DEBUG|INFO|WARNING|ERROR|CRITICAL)" in err
     assert err.splitlines()[-1].endswith(" INFO mailwright.queue: shown"), err
