@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import string
+
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from mailwright.protocol import address
 from mailwright.protocol.address import Address, AddressError, parse_mailbox, parse_path
 
 # (path text, utf8, expected local, expected domain, expected remaining text)
@@ -351,3 +354,17 @@ def test_fast_path_limits_match_the_full_parser() -> None:
                 parse_path(text, utf8=False, allow_null=False)
         else:
             assert parse_path(text, utf8=False, allow_null=False) == full
+
+
+def dot_string_by_definition(local: str) -> bool:
+    """RFC 5321 4.1.2 Dot-string = Atom *("." Atom), Atom = 1*atext (RFC 5322 3.2.3, ASCII)."""
+    atext = set(string.ascii_letters + string.digits + "!#$%&'*+-/=?^_`{|}~")
+    return all(atom and set(atom) <= atext for atom in local.split("."))
+
+
+@given(st.text(alphabet=string.ascii_letters[:3] + "!#~-._" + '." \\(@' + "\x7f", max_size=8))
+def test_ascii_dot_string_check_matches_the_definition(local: str) -> None:
+    assert address._is_dot_string(local) == dot_string_by_definition(local)
+    quoted = str(Address(local, "example.org")) if local else None
+    if quoted is not None:
+        assert quoted.startswith('"') != dot_string_by_definition(local)

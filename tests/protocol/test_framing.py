@@ -1,11 +1,11 @@
-"""DATA framing helpers: the long-line check against its plain definition."""
+"""Framing helpers against their plain definitions: the long-line check, command-line splitting."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailwright.protocol.framing import MAX_TEXT_LINE, has_long_line
+from mailwright.protocol.framing import MAX_TEXT_LINE, has_long_line, split_line
 
 
 def reference(lines: bytes) -> bool:
@@ -28,3 +28,31 @@ def test_limit_is_998_octets_of_text() -> None:
     assert has_long_line(b"x" * (MAX_TEXT_LINE - 1) + b"\r\n")  # 999 + CRLF: too long
     assert has_long_line(b"a\r\n" * 500 + b"x" * MAX_TEXT_LINE + b"\r\n" + b"b\r\n" * 500)
     assert not has_long_line(b"")
+
+
+def split_line_by_definition(buf: bytearray) -> tuple[bytes, bool] | None:
+    """The line up to the first LF, without a CR right before it; bare unless it ended in CRLF
+    and held no other CR."""
+    if b"\n" not in buf:
+        return None
+    raw, _, rest = bytes(buf).partition(b"\n")
+    buf[:] = rest
+    if raw.endswith(b"\r"):
+        return raw[:-1], b"\r" in raw[:-1]
+    return raw, True
+
+
+_PIECES = [b"\r", b"\n", b"\r\n", b"x", b"MAIL FROM:<a@b>", b" ", b"\x00"]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=12))
+def test_split_line_matches_the_definition(pieces: list[bytes]) -> None:
+    data = b"".join(pieces)
+    ours, reference = bytearray(data), bytearray(data)
+    while True:
+        got, want = split_line(ours), split_line_by_definition(reference)
+        assert got == want, data
+        assert ours == reference, data
+        if got is None:
+            break
+        assert type(got[0]) is bytes

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import errno
+import random
 import re
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mailwright.protocol.reply import R
+from mailwright.queue import model
 from mailwright.queue.model import _CROCKFORD, QUEUE_ID_LENGTH, _encode, is_queue_id, new_queue_id
 from mailwright.queue.spool import storage_error
 
@@ -65,3 +67,20 @@ def test_encode_known_values() -> None:
     # 2023-11-14T22:13:20Z: a ULID (also Crockford base32 of milliseconds) of that instant starts
     # "01HF7YAT00"; ours has one character fewer.
     assert _encode(1_700_000_000_000, 9) == "1HF7YAT00"
+
+
+@given(st.floats(min_value=0, max_value=2**45 / 1000 - 1, allow_nan=False), st.integers(0, 2**35 - 1))
+def test_new_queue_id_is_the_time_then_the_random_bits(now: float, bits: int) -> None:
+    class Fixed(random.Random):
+        def getrandbits(self, k: int) -> int:
+            assert k == 35
+            return bits
+
+    real = model._rng
+    model._rng = Fixed()  # type: ignore[assignment]
+    try:
+        qid = new_queue_id(now)
+    finally:
+        model._rng = real
+    assert qid == _encode(int(now * 1000), 9) + _encode(bits, 7)
+    assert len(qid) == QUEUE_ID_LENGTH and is_queue_id(qid)
