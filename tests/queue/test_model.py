@@ -77,7 +77,7 @@ def test_new_queue_id_is_the_time_then_the_random_bits(now: float, bits: int) ->
             return bits
 
     real = model._rng
-    model._rng = Fixed()  # type: ignore[assignment]
+    model._rng = Fixed()
     try:
         qid = new_queue_id(now)
     finally:
