@@ -1,9 +1,11 @@
-"""Turn the raw results into the markdown table and notes, the JSON file, and the README section.
+"""Turn the raw results into the markdown tables and notes, the JSON file, and the README section.
 
-The table has one row per figure and the columns: mailwright, each peer, then mailwright/peer for
-each peer.  A ratio is mailwright's figure divided by the peer's, whatever the unit: above 1 means
-more msg/s or MB/s (better) but also more milliseconds or MiB (worse).  A cell says "error" when
-that measurement failed (the notes say why) and "—" when it was not measured.
+The main table has one row per figure and the columns: mailwright, each peer, then mailwright/peer
+for each peer.  A ratio is mailwright's figure divided by the peer's, whatever the unit: above 1
+means more msg/s or MB/s (better) but also more milliseconds or MiB (worse).  A cell says "error"
+when that measurement failed (the notes say why) and "—" when it was not measured.  The client
+table (Python SMTP clients sending to smtp-sink) has one row per client and way of using it,
+mailwright's own client first.
 
 Invariant: the README is changed only between `<!-- bench:start -->` and `<!-- bench:end -->`
 (the section is appended, with its markers, when they are missing).
@@ -17,6 +19,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench import client
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 TARGETS = ["mailwright", "postfix", "aiosmtpd", "smtp-sink"]
@@ -103,6 +107,24 @@ def table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def client_table(res: dict[str, Any]) -> str | None:
+    """The clients' msg/s against smtp-sink; None when the client benchmark did not run."""
+    entry = res.get("client", {}).get("smtp-sink")
+    if entry is None:
+        return None
+    count = res["parameters"]["client_messages"]
+    lines = [
+        f"| Client: {count:,} msgs of 1 KB to smtp-sink, one after another | msg/s |",
+        "|---|---:|",
+        "| mailwright (`mailwright send`'s library, pooled) | not built yet |",
+    ]
+    for mode, label in client.MODES.items():
+        figures = entry.get("modes", {}).get(mode)
+        value = "error" if "error" in entry else "—" if figures is None else f"{figures['msg_per_s']:,.0f}"
+        lines.append(f"| {label} | {value} |")
+    return "\n".join(lines)
+
+
 def notes(res: dict[str, Any]) -> list[str]:
     out: list[str] = []
     p = res["parameters"]
@@ -128,7 +150,7 @@ def notes(res: dict[str, Any]) -> list[str]:
         if "seconds" in r:
             stored = f", stored: {r['stored']} ({r.get('stored_bytes', 0):,} bytes)" if "stored" in r else ""
             out.append(f"large, {name}: {r['bytes']:,} bytes in {r['seconds']:.2f} s{stored}")
-    for section in ("acceptance", "idle", "large"):
+    for section in ("acceptance", "idle", "large", "client"):
         for where, by in _errors(res, section):
             out.append(f"ERROR {section} {where}: {by}")
     for name, why in res.get("unavailable", {}).items():
@@ -141,7 +163,8 @@ def notes(res: dict[str, Any]) -> list[str]:
     v = res["versions"]
     out.append(
         f"machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['mem_total_gib']:.1f} GiB, Linux {m['kernel']}; "
-        f"Python {v['python']}, uvloop {v['uvloop']}, Postfix {v['postfix']}, aiosmtpd {v['aiosmtpd']}; "
+        f"Python {v['python']}, uvloop {v['uvloop']}, Postfix {v['postfix']}, aiosmtpd {v['aiosmtpd']}, "
+        f"aiosmtplib {v['aiosmtplib']}; "
         f"mailwright {v['mailwright']}"
     )
     out.append(
@@ -166,7 +189,7 @@ def _errors(res: dict[str, Any], section: str) -> list[tuple[str, str]]:
 
 
 def has_errors(res: dict[str, Any]) -> bool:
-    return any(_errors(res, s) for s in ("acceptance", "idle", "large"))
+    return any(_errors(res, s) for s in ("acceptance", "idle", "large", "client"))
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -177,6 +200,7 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         table(res),
         "",
+        *([ct, ""] if (ct := client_table(res)) else []),
         *(f"- {n}" for n in notes(res)),
     ]
     return "\n".join(body) + "\n"

@@ -1,7 +1,8 @@
 """`python3 -m bench.suite [--smoke] [--only NAME[,NAME]] [--no-readme]`: run the benchmarks, report.
 
 Benchmarks (names for --only): `new-conn` and `keep-conn` (smtp-source acceptance, see
-`acceptance`), `idle` (idle connections, see `idle`), `large` (one big message, see `large`).
+`acceptance`), `idle` (idle connections, see `idle`), `large` (one big message, see `large`),
+`client` (Python SMTP clients sending to smtp-sink, see `client`).
 Targets (also names for --only): `mailwright`, `postfix`, `aiosmtpd`, `smtp-sink`.  Naming only
 targets runs every benchmark against them; naming only benchmarks runs them against every target.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import importlib.metadata
 import os
 import platform
@@ -34,11 +36,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import acceptance, idle, large, postfix_instance, report
+from bench import acceptance, client, idle, large, postfix_instance, report
 from bench.targets import REPO, STARTERS, Target
 from mailwright.build_info import build_kind
 
-BENCHMARKS = ["new-conn", "keep-conn", "idle", "large"]
+BENCHMARKS = ["new-conn", "keep-conn", "idle", "large", "client"]
 # Postfix is left out of idle (one smtpd process per connection, default_process_limit = 100) and
 # large (not asked for); smtp-sink stores nothing and is only the load generator's ceiling.
 PER_BENCHMARK = {
@@ -46,12 +48,14 @@ PER_BENCHMARK = {
     "keep-conn": list(STARTERS),
     "idle": ["mailwright", "aiosmtpd"],
     "large": ["mailwright", "aiosmtpd"],
+    "client": ["smtp-sink"],  # the server the clients send to
 }
 NOT_YET_MEASURABLE = [
     "end-to-end (accept, queue, deliver to smtp-sink): mailwright has no delivery yet "
     "(accepted mail waits in the queue)",
-    "client library throughput against smtp-sink: the asyncio client library is not built yet "
-    "(only the sans-IO client engine exists)",
+    "client library throughput against smtp-sink: mailwright's asyncio client library is not built "
+    "yet (only the sans-IO client engine exists); the client table gives the peers it will be "
+    "measured against",
     "DKIM signing rate: mailwright does not sign yet",
 ]
 POSTFIX_IDLE = (
@@ -69,12 +73,13 @@ class Params:
     idle_connections: int
     greeting_samples: int
     large_bytes: int
+    client_messages: int
     timeout: float
     repeat: int  # acceptance runs per target and mode, each on a fresh target; the median is reported
 
 
-FULL = Params(10_000, 20, 100, 200, 10_000, 50, 50_000_000, 300.0, 5)
-SMOKE = Params(400, 20, 10, 20, 200, 10, 2_000_000, 60.0, 1)
+FULL = Params(10_000, 20, 100, 200, 10_000, 50, 50_000_000, 1_000, 300.0, 5)
+SMOKE = Params(400, 20, 10, 20, 200, 10, 2_000_000, 50, 60.0, 1)
 
 
 def machine() -> dict[str, Any]:
@@ -153,7 +158,8 @@ def _measure(res: dict[str, Any], name: str, fn: Callable[[Target], dict[str, An
         entry = {"target": name, "error": f"{type(exc).__name__}: {exc}"}
         traceback.print_exc()
     figure = entry.get("error") or ", ".join(
-        f"{k}={v:.1f}" for k, v in entry.items() if k in _HEADLINE and isinstance(v, float)
+        [f"{k}={v:.1f}" for k, v in entry.items() if k in _HEADLINE and isinstance(v, float)]
+        + [f"{mode} msg_per_s={m['msg_per_s']:.1f}" for mode, m in entry.get("modes", {}).items()]
     )
     print(f" {figure} ({time.monotonic() - start:.1f} s)", flush=True)
     return entry
@@ -209,6 +215,9 @@ def run(params: Params, benches: list[str], targets: list[str], smoke: bool) -> 
                             t, params.idle_connections, params.greeting_samples, params.timeout
                         ),
                     )
+                elif bench == "client":
+                    n, limit = params.client_messages, params.timeout
+                    entry = _measure(res, name, functools.partial(client.run, count=n, timeout=limit))
                 else:
                     entry = _measure(res, name, lambda t: large.run(t, params.large_bytes, params.timeout))
                 if entry is not None:

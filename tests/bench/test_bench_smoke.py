@@ -1,8 +1,9 @@
 """The benchmark suite's smoke run: `bash bench/run --smoke --no-readme` end to end.
 
 It really runs Postfix's smtp-source against a real `mailwright serve` process (and the peers),
-so this checks that the suite works on this machine and that mailwright queued every message it
-acknowledged; the figures themselves are tiny-count and not asserted beyond being numbers.
+so this checks that the suite works on this machine, that mailwright queued every message it
+acknowledged and that each Python client sent its messages to smtp-sink; the figures themselves are
+tiny-count and not asserted beyond being numbers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _table(out: str) -> tuple[list[str], list[list[str]]]:
-    lines = [ln for ln in out.splitlines() if ln.startswith("| ")]
+    lines = [ln for ln in out.splitlines() if ln.startswith("| ") and "smtplib" not in ln]
+    lines = lines[: next((i for i, ln in enumerate(lines) if ln.startswith("| Client:")), len(lines))]
     cells = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines]
     assert cells and cells[0][0] == "Benchmark", out[-3000:]
     return cells[0], cells[1:]
@@ -32,6 +34,11 @@ def test_smoke_run_measures_mailwright_and_smtp_sink() -> None:
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     header, rows = _table(res.stdout)
+    # The client table: every Python client sent every message to smtp-sink.
+    clients = [ln for ln in res.stdout.splitlines() if ln.startswith("| ") and "smtplib" in ln]
+    assert len(clients) == 4, res.stdout[-3000:]
+    for line in clients:
+        assert float(line.strip().strip("|").split("|")[-1].strip().replace(",", "")) > 0, line
     msg_rows = [r for r in rows if r[0].endswith("msg/s")]
     assert len(msg_rows) == 2, rows  # new connection per message, and kept connections
     mw = header.index("mailwright")
