@@ -1,9 +1,11 @@
-"""A private Postfix instance with its own configuration and queue, putting every message on HOLD.
+"""A private Postfix instance with its own configuration and queue: accept-and-hold, or relay.
 
 The instance lives entirely under one temporary directory: `etc/` (main.cf, master.cf), `queue/`
 (queue_directory), `data/` (data_directory) and `maillog`.  Its smtpd listens on 127.0.0.1 only, on
 a port chosen by the caller; every message is accepted into the real queue (cleanup fsyncs the
-queue file before smtpd answers 250) and then held, so nothing is ever delivered.
+queue file before smtpd answers 250).  By default each message is then held, so nothing is ever
+delivered; with `relay_to=PORT` nothing is held and every message is relayed, with Postfix's
+default delivery settings, to `[127.0.0.1]:PORT` (the end-to-end benchmark's smtp-sink).
 
 Invariants: `start` raises `PostfixUnavailable` with the reason when an instance cannot run here
 (not root, Postfix missing, `postfix start` failing); `stop` always stops the master and removes
@@ -76,9 +78,10 @@ def version() -> str:
 class PostfixInstance:
     """One private accept-and-hold Postfix instance on `127.0.0.1:port`."""
 
-    def __init__(self, port: int, domain: str) -> None:
+    def __init__(self, port: int, domain: str, relay_to: int | None = None) -> None:
         self.port = port
         self.domain = domain
+        self.relay_to = relay_to
         self.root = Path(tempfile.mkdtemp(prefix="mailwright-bench-postfix-"))
         os.chmod(self.root, 0o755)  # the postfix user must reach queue/ below it
         self.config_dir = self.root / "etc"
@@ -124,6 +127,15 @@ class PostfixInstance:
             "master_service_disable": "",
             "import_environment": "MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C",
         }
+        if self.relay_to is not None:
+            settings.update(
+                {
+                    "mydestination": "",  # the benchmark's domain is remote: relayed, not delivered here
+                    "relayhost": f"[127.0.0.1]:{self.relay_to}",
+                    "smtp_tls_security_level": "none",
+                    "smtpd_recipient_restrictions": "permit_mynetworks, reject",
+                }
+            )
         res = _run([POSTCONF, "-c", str(self.config_dir), "-e", *(f"{k}={v}" for k, v in settings.items())])
         if res.returncode != 0:
             raise PostfixUnavailable(f"postconf -e failed: {res.stderr.strip()}")
@@ -157,6 +169,25 @@ class PostfixInstance:
             if line.strip():
                 name = str(json.loads(line).get("queue_name", "?"))
                 counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def queued_files(self) -> int:
+        """Messages anywhere in the queue (maildrop, incoming, active, deferred, hold), counted
+        from the queue directory itself: cheap enough to poll, unlike `postqueue`."""
+        count = 0
+        for name in ("maildrop", "incoming", "active", "deferred", "hold"):
+            for _, _, files in os.walk(self.queue_dir / name):
+                count += len(files)
+        return count
+
+    def delivered(self) -> dict[str, int]:
+        """Delivery outcomes in the log: how many `status=sent`, `status=deferred`, ..."""
+        counts: dict[str, int] = {}
+        with contextlib.suppress(OSError):
+            for line in (self.root / "maillog").read_text(errors="replace").splitlines():
+                if " status=" in line:
+                    status = line.split(" status=", 1)[1].split(" ", 1)[0]
+                    counts[status] = counts.get(status, 0) + 1
         return counts
 
     def log_tail(self, chars: int = 2000) -> str:

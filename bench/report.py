@@ -31,6 +31,7 @@ HEADINGS = {
     "smtp-sink": "smtp-sink (C, stores nothing)",
 }
 PEERS = TARGETS[1:]
+SECTIONS = ("acceptance", "idle", "large", "client", "end-to-end")  # where results (and errors) live
 SHORT = {"postfix": "Postfix", "aiosmtpd": "aiosmtpd", "smtp-sink": "smtp-sink"}
 
 Getter = Callable[[dict[str, Any]], float | None]
@@ -125,6 +126,25 @@ def client_table(res: dict[str, Any]) -> str | None:
     return "\n".join(lines)
 
 
+def end_to_end_table(res: dict[str, Any]) -> str | None:
+    """Messages per second from submission to an empty queue; None when the benchmark did not run."""
+    entry = res.get("end-to-end", {}).get("postfix")
+    if entry is None:
+        return None
+    p = res["parameters"]
+    value = "error" if "error" in entry else f"{entry['msg_per_s']:,.0f}"
+    empty = "error" if "error" in entry else f"{entry['seconds']:,.1f}"
+    return "\n".join(
+        [
+            f"| End to end: {p['messages']:,} msgs of 1 KB, {p['sessions']} sessions, new connection per"
+            " message, relayed to smtp-sink | msg/s | queue empty after (s) |",
+            "|---|---:|---:|",
+            "| mailwright | no delivery yet | — |",
+            f"| Postfix (real queue, default delivery settings) | {value} | {empty} |",
+        ]
+    )
+
+
 def notes(res: dict[str, Any]) -> list[str]:
     out: list[str] = []
     p = res["parameters"]
@@ -150,7 +170,12 @@ def notes(res: dict[str, Any]) -> list[str]:
         if "seconds" in r:
             stored = f", stored: {r['stored']} ({r.get('stored_bytes', 0):,} bytes)" if "stored" in r else ""
             out.append(f"large, {name}: {r['bytes']:,} bytes in {r['seconds']:.2f} s{stored}")
-    for section in ("acceptance", "idle", "large", "client"):
+    for name, r in res.get("end-to-end", {}).items():
+        if len(r.get("msg_per_s_runs", [])) > 1:
+            each = ", ".join(f"{x:,.0f}" for x in r["msg_per_s_runs"])
+            runs = len(r["msg_per_s_runs"])
+            out.append(f"end-to-end, {name}: msg/s of the {runs} runs {each} (median shown)")
+    for section in SECTIONS:
         for where, by in _errors(res, section):
             out.append(f"ERROR {section} {where}: {by}")
     for name, why in res.get("unavailable", {}).items():
@@ -189,7 +214,7 @@ def _errors(res: dict[str, Any], section: str) -> list[tuple[str, str]]:
 
 
 def has_errors(res: dict[str, Any]) -> bool:
-    return any(_errors(res, s) for s in ("acceptance", "idle", "large", "client"))
+    return any(_errors(res, s) for s in SECTIONS)
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -201,6 +226,7 @@ def markdown(res: dict[str, Any]) -> str:
         table(res),
         "",
         *([ct, ""] if (ct := client_table(res)) else []),
+        *([et, ""] if (et := end_to_end_table(res)) else []),
         *(f"- {n}" for n in notes(res)),
     ]
     return "\n".join(body) + "\n"

@@ -2,7 +2,8 @@
 
 Benchmarks (names for --only): `new-conn` and `keep-conn` (smtp-source acceptance, see
 `acceptance`), `idle` (idle connections, see `idle`), `large` (one big message, see `large`),
-`client` (Python SMTP clients sending to smtp-sink, see `client`).
+`client` (Python SMTP clients sending to smtp-sink, see `client`), `end-to-end` (accepted and
+relayed to smtp-sink until the queue is empty, see `endtoend`).
 Targets (also names for --only): `mailwright`, `postfix`, `aiosmtpd`, `smtp-sink`.  Naming only
 targets runs every benchmark against them; naming only benchmarks runs them against every target.
 
@@ -36,11 +37,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import acceptance, client, idle, large, postfix_instance, report
-from bench.targets import REPO, STARTERS, Target
+from bench import acceptance, client, endtoend, idle, large, postfix_instance, report
+from bench.targets import REPO, STARTERS, Target, start_postfix_relay
 from mailwright.build_info import build_kind
 
-BENCHMARKS = ["new-conn", "keep-conn", "idle", "large", "client"]
+BENCHMARKS = ["new-conn", "keep-conn", "idle", "large", "client", "end-to-end"]
 # Postfix is left out of idle (one smtpd process per connection, default_process_limit = 100) and
 # large (not asked for); smtp-sink stores nothing and is only the load generator's ceiling.
 PER_BENCHMARK = {
@@ -49,10 +50,12 @@ PER_BENCHMARK = {
     "idle": ["mailwright", "aiosmtpd"],
     "large": ["mailwright", "aiosmtpd"],
     "client": ["smtp-sink"],  # the server the clients send to
+    "end-to-end": ["postfix"],  # mailwright joins when it delivers
 }
 NOT_YET_MEASURABLE = [
     "end-to-end (accept, queue, deliver to smtp-sink): mailwright has no delivery yet "
-    "(accepted mail waits in the queue)",
+    "(accepted mail waits in the queue); the end-to-end table gives Postfix's figure it will be "
+    "measured against",
     "client library throughput against smtp-sink: mailwright's asyncio client library is not built "
     "yet (only the sans-IO client engine exists); the client table gives the peers it will be "
     "measured against",
@@ -142,12 +145,18 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], list[s
     return args, benches, targets
 
 
-def _measure(res: dict[str, Any], name: str, fn: Callable[[Target], dict[str, Any]]) -> dict[str, Any] | None:
-    """Start a fresh `name`, run `fn` on it, stop it; None when the target cannot run here."""
+def _measure(
+    res: dict[str, Any],
+    name: str,
+    fn: Callable[[Any], dict[str, Any]],
+    starter: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+) -> dict[str, Any] | None:
+    """Start a fresh `name` (with `starter`, or its usual starter), run `fn` on it, stop it; None
+    when the target cannot run here."""
     start = time.monotonic()
     print(f"  {name} ...", end="", flush=True)
     try:
-        with STARTERS[name]() as target:
+        with (starter or STARTERS[name])() as target:
             res.setdefault("targets", {})[name] = target.detail
             entry = fn(target)
     except postfix_instance.PostfixUnavailable as exc:
@@ -203,6 +212,19 @@ def run(params: Params, benches: list[str], targets: list[str], smoke: bool) -> 
                     if entry is not None:
                         runs.setdefault(name, []).append(entry)
             res["acceptance"][bench] = {name: acceptance.combine(r) for name, r in runs.items()}
+        elif bench == "end-to-end":
+            relayed: list[dict[str, Any]] = []
+            for rep in range(params.repeat):
+                print(f"{bench} ({rep + 1}/{params.repeat}):", flush=True)
+                if "postfix" in chosen and "postfix" not in res["unavailable"]:
+                    relay = functools.partial(
+                        endtoend.run, total=params.messages, sessions=params.sessions, timeout=params.timeout
+                    )
+                    entry = _measure(res, "postfix", relay, start_postfix_relay)
+                    if entry is not None:
+                        relayed.append(entry)
+            if relayed:
+                res["end-to-end"] = {"postfix": endtoend.combine(relayed)}
         else:
             print(f"{bench}:", flush=True)
             where = res.setdefault(bench, {})

@@ -1,4 +1,5 @@
-"""Start and stop each server under test, fresh every time: mailwright, Postfix, aiosmtpd, smtp-sink.
+"""Start and stop each server under test, fresh every time: mailwright, Postfix, aiosmtpd, smtp-sink,
+and Postfix relaying to an smtp-sink (`start_postfix_relay`, for the end-to-end benchmark).
 
 Each `start_*` context manager yields a `Target`: where it listens (127.0.0.1 on a free port), the
 pid whose memory is measured, and how to count what it stored (mailwright: rows of the `messages`
@@ -236,6 +237,31 @@ def start_postfix() -> Iterator[Target]:
         yield Target("postfix", instance.port, instance.master_pid(), stored, "real queue, HOLD")
     finally:
         instance.stop()
+
+
+@dataclass
+class RelayTarget:
+    """A server that relays what it accepts to an smtp-sink (the end-to-end benchmark)."""
+
+    name: str
+    port: int
+    queued: Callable[[], int]  # messages still in its queue
+    delivered: Callable[[], dict[str, int]]  # delivery outcomes by its own record: {"sent": n, ...}
+    detail: str = ""
+
+
+@contextlib.contextmanager
+def start_postfix_relay() -> Iterator[RelayTarget]:
+    """Postfix with its default delivery settings, relaying everything to a fresh smtp-sink.
+    Raises `PostfixUnavailable` (with the reason) when no private instance can run here."""
+    with start_smtp_sink() as sink:
+        instance = PostfixInstance(free_port(), DOMAIN, relay_to=sink.port)
+        try:
+            instance.start()
+            detail = "real queue, relaying to smtp-sink with its default delivery settings"
+            yield RelayTarget("postfix", instance.port, instance.queued_files, instance.delivered, detail)
+        finally:
+            instance.stop()
 
 
 STARTERS: dict[str, Callable[[], contextlib.AbstractContextManager[Target]]] = {
