@@ -150,14 +150,15 @@ def _measure(
     name: str,
     fn: Callable[[Any], dict[str, Any]],
     starter: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+    label: str | None = None,
 ) -> dict[str, Any] | None:
     """Start a fresh `name` (with `starter`, or its usual starter), run `fn` on it, stop it; None
-    when the target cannot run here."""
+    when the target cannot run here.  `label` names it in the notes when it is not set up as usual."""
     start = time.monotonic()
-    print(f"  {name} ...", end="", flush=True)
+    print(f"  {label or name} ...", end="", flush=True)
     try:
         with (starter or STARTERS[name])() as target:
-            res.setdefault("targets", {})[name] = target.detail
+            res.setdefault("targets", {})[label or name] = target.detail
             entry = fn(target)
     except postfix_instance.PostfixUnavailable as exc:
         res["unavailable"]["postfix"] = f"no private Postfix instance: {exc}"
@@ -220,7 +221,7 @@ def run(params: Params, benches: list[str], targets: list[str], smoke: bool) -> 
                     relay = functools.partial(
                         endtoend.run, total=params.messages, sessions=params.sessions, timeout=params.timeout
                     )
-                    entry = _measure(res, "postfix", relay, start_postfix_relay)
+                    entry = _measure(res, "postfix", relay, start_postfix_relay, "postfix (end-to-end)")
                     if entry is not None:
                         relayed.append(entry)
             if relayed:
