@@ -4,8 +4,8 @@ The main table has one row per figure and the columns: mailwright, each peer, th
 for each peer.  A ratio is mailwright's figure divided by the peer's, whatever the unit: above 1
 means more msg/s or MB/s (better) but also more milliseconds or MiB (worse).  A cell says "error"
 when that measurement failed (the notes say why) and "—" when it was not measured.  The client
-table (Python SMTP clients sending to smtp-sink) has one row per client and way of using it,
-mailwright's own client first.
+table (Python SMTP clients sending to smtp-sink) has one row per client and way of using it, and
+the end-to-end table one row per relaying server; mailwright's row comes first in both.
 
 Invariant: the README is changed only between `<!-- bench:start -->` and `<!-- bench:end -->`
 (the section is appended, with its markers, when they are missing).

@@ -78,7 +78,7 @@ class Params:
     large_bytes: int
     client_messages: int
     timeout: float
-    repeat: int  # acceptance runs per target and mode, each on a fresh target; the median is reported
+    repeat: int  # acceptance and end-to-end runs per target (and mode), each on a fresh target; medians
 
 
 FULL = Params(10_000, 20, 100, 200, 10_000, 50, 50_000_000, 1_000, 300.0, 5)
