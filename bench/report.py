@@ -4,8 +4,9 @@ The main table has one row per figure and the columns: mailwright, each peer, th
 for each peer.  A ratio is mailwright's figure divided by the peer's, whatever the unit: above 1
 means more msg/s or MB/s (better) but also more milliseconds or MiB (worse).  A cell says "error"
 when that measurement failed (the notes say why) and "—" when it was not measured.  The client
-table (Python SMTP clients sending to smtp-sink) has one row per client and way of using it, and
-the end-to-end table one row per relaying server; mailwright's row comes first in both.
+table (Python SMTP clients sending to smtp-sink) has one row per client and way of using it, the
+end-to-end table one row per relaying server, the DKIM table one row per signer and algorithm;
+mailwright's rows come first.
 
 Invariant: the README is changed only between `<!-- bench:start -->` and `<!-- bench:end -->`
 (the section is appended, with its markers, when they are missing).
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import client
+from bench import client, signing
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 TARGETS = ["mailwright", "postfix", "aiosmtpd", "smtp-sink"]
@@ -31,7 +32,7 @@ HEADINGS = {
     "smtp-sink": "smtp-sink (C, stores nothing)",
 }
 PEERS = TARGETS[1:]
-SECTIONS = ("acceptance", "idle", "large", "client", "end-to-end")  # where results (and errors) live
+SECTIONS = ("acceptance", "idle", "large", "client", "end-to-end", "dkim")  # where results (and errors) live
 SHORT = {"postfix": "Postfix", "aiosmtpd": "aiosmtpd", "smtp-sink": "smtp-sink"}
 
 Getter = Callable[[dict[str, Any]], float | None]
@@ -145,6 +146,20 @@ def end_to_end_table(res: dict[str, Any]) -> str | None:
     )
 
 
+def dkim_table(res: dict[str, Any]) -> str | None:
+    """Signatures per second of a 1 KB message; None when the benchmark did not run."""
+    entry = res.get("dkim", {}).get("dkimpy")
+    if entry is None:
+        return None
+    lines = ["| DKIM: signing one 1 KB message | signatures/s |", "|---|---:|"]
+    lines += [f"| mailwright, {label} | does not sign yet |" for label in signing.ALGORITHMS.values()]
+    for algorithm, label in signing.ALGORITHMS.items():
+        figures = entry.get("algorithms", {}).get(algorithm)
+        value = "error" if "error" in entry else "—" if figures is None else f"{figures['sig_per_s']:,.0f}"
+        lines.append(f"| dkimpy, {label} | {value} |")
+    return "\n".join(lines)
+
+
 def notes(res: dict[str, Any]) -> list[str]:
     out: list[str] = []
     p = res["parameters"]
@@ -189,7 +204,7 @@ def notes(res: dict[str, Any]) -> list[str]:
     out.append(
         f"machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['mem_total_gib']:.1f} GiB, Linux {m['kernel']}; "
         f"Python {v['python']}, uvloop {v['uvloop']}, Postfix {v['postfix']}, aiosmtpd {v['aiosmtpd']}, "
-        f"aiosmtplib {v['aiosmtplib']}; "
+        f"aiosmtplib {v['aiosmtplib']}, dkimpy {v.get('dkimpy', '?')}; "
         f"mailwright {v['mailwright']}"
     )
     out.append(
@@ -227,6 +242,7 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         *([ct, ""] if (ct := client_table(res)) else []),
         *([et, ""] if (et := end_to_end_table(res)) else []),
+        *([dt, ""] if (dt := dkim_table(res)) else []),
         *(f"- {n}" for n in notes(res)),
     ]
     return "\n".join(body) + "\n"

@@ -3,7 +3,7 @@
 Benchmarks (names for --only): `new-conn` and `keep-conn` (smtp-source acceptance, see
 `acceptance`), `idle` (idle connections, see `idle`), `large` (one big message, see `large`),
 `client` (Python SMTP clients sending to smtp-sink, see `client`), `end-to-end` (accepted and
-relayed to smtp-sink until the queue is empty, see `endtoend`).
+relayed to smtp-sink until the queue is empty, see `endtoend`), `dkim` (signing, see `signing`).
 Targets (also names for --only): `mailwright`, `postfix`, `aiosmtpd`, `smtp-sink`.  Naming only
 targets runs every benchmark against them; naming only benchmarks runs them against every target.
 
@@ -37,11 +37,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import acceptance, client, endtoend, idle, large, postfix_instance, report
+from bench import acceptance, client, endtoend, idle, large, postfix_instance, report, signing
 from bench.targets import REPO, STARTERS, Target, start_postfix_relay
 from mailwright.build_info import build_kind
 
-BENCHMARKS = ["new-conn", "keep-conn", "idle", "large", "client", "end-to-end"]
+BENCHMARKS = ["new-conn", "keep-conn", "idle", "large", "client", "end-to-end", "dkim"]
 # Postfix is left out of idle (one smtpd process per connection, default_process_limit = 100) and
 # large (not asked for); smtp-sink stores nothing and is only the load generator's ceiling.
 PER_BENCHMARK = {
@@ -51,6 +51,7 @@ PER_BENCHMARK = {
     "large": ["mailwright", "aiosmtpd"],
     "client": ["smtp-sink"],  # the server the clients send to
     "end-to-end": ["postfix"],  # mailwright joins when it delivers
+    "dkim": [],  # no server: dkimpy signs in this process (mailwright joins when it signs)
 }
 NOT_YET_MEASURABLE = [
     "end-to-end (accept, queue, deliver to smtp-sink): mailwright has no delivery yet "
@@ -59,7 +60,8 @@ NOT_YET_MEASURABLE = [
     "client library throughput against smtp-sink: mailwright's asyncio client library is not built "
     "yet (only the sans-IO client engine exists); the client table gives the peers it will be "
     "measured against",
-    "DKIM signing rate: mailwright does not sign yet",
+    "DKIM signing rate: mailwright does not sign yet; the DKIM table gives dkimpy's figures it will "
+    "be measured against",
 ]
 POSTFIX_IDLE = (
     "Postfix idle connections: smtpd is one process per connection and default_process_limit is 100, "
@@ -77,12 +79,13 @@ class Params:
     greeting_samples: int
     large_bytes: int
     client_messages: int
+    signatures: int
     timeout: float
     repeat: int  # acceptance and end-to-end runs per target (and mode), each on a fresh target; medians
 
 
-FULL = Params(10_000, 20, 100, 200, 10_000, 50, 50_000_000, 1_000, 300.0, 5)
-SMOKE = Params(400, 20, 10, 20, 200, 10, 2_000_000, 50, 60.0, 1)
+FULL = Params(10_000, 20, 100, 200, 10_000, 50, 50_000_000, 1_000, 1_000, 300.0, 5)
+SMOKE = Params(400, 20, 10, 20, 200, 10, 2_000_000, 50, 20, 60.0, 1)
 
 
 def machine() -> dict[str, Any]:
@@ -120,6 +123,7 @@ def versions() -> dict[str, str]:
         "postfix": postfix_instance.version(),
         "aiosmtpd": dist("aiosmtpd"),
         "aiosmtplib": dist("aiosmtplib"),
+        "dkimpy": dist("dkimpy"),
         "mailwright": f"{dist('mailwright')} ({commit or 'no git'}{modified}, {build_kind()})",
     }
 
@@ -213,6 +217,16 @@ def run(params: Params, benches: list[str], targets: list[str], smoke: bool) -> 
                     if entry is not None:
                         runs.setdefault(name, []).append(entry)
             res["acceptance"][bench] = {name: acceptance.combine(r) for name, r in runs.items()}
+        elif bench == "dkim":
+            print(f"{bench}:", flush=True)
+            try:
+                res["dkim"] = {"dkimpy": signing.run(params.signatures)}
+            except Exception as exc:
+                res["dkim"] = {"dkimpy": {"error": f"{type(exc).__name__}: {exc}"}}
+                traceback.print_exc()
+            rates = res["dkim"]["dkimpy"].get("algorithms", {})
+            said = ", ".join(f"{a}={r['sig_per_s']:.1f}/s" for a, r in rates.items())
+            print(f"  dkimpy {said}", flush=True)
         elif bench == "end-to-end":
             relayed: list[dict[str, Any]] = []
             for rep in range(params.repeat):

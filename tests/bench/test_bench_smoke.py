@@ -2,8 +2,9 @@
 
 It really runs Postfix's smtp-source against a real `mailwright serve` process (and the peers),
 so this checks that the suite works on this machine, that mailwright queued every message it
-acknowledged, that Postfix relayed every message to smtp-sink and that each Python client sent its
-messages there; the figures themselves are tiny-count and not asserted beyond being numbers.
+acknowledged, that Postfix relayed every message to smtp-sink, that each Python client sent its
+messages there and that dkimpy's signatures verify; the figures themselves are tiny-count and not
+asserted beyond being numbers.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _table(out: str) -> tuple[list[str], list[list[str]]]:
     lines = [ln for ln in out.splitlines() if ln.startswith("| ")]
     # The main table ends where the client and end-to-end tables begin.
-    other = ("| Client:", "| End to end:")
+    other = ("| Client:", "| End to end:", "| DKIM:")
     lines = lines[: next((i for i, ln in enumerate(lines) if ln.startswith(other)), len(lines))]
     cells = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines]
     assert cells and cells[0][0] == "Benchmark", out[-3000:]
@@ -40,6 +41,11 @@ def test_smoke_run_measures_mailwright_and_smtp_sink() -> None:
     relayed = [ln for ln in res.stdout.splitlines() if ln.startswith("| Postfix (real queue, default")]
     assert len(relayed) == 1, res.stdout[-3000:]
     assert float(relayed[0].strip().strip("|").split("|")[1].strip().replace(",", "")) > 0, relayed
+    # The DKIM table: dkimpy's signatures (each kind verified once by dkimpy) per second.
+    signers = [ln for ln in res.stdout.splitlines() if ln.startswith("| dkimpy, ")]
+    assert len(signers) == 2, res.stdout[-3000:]
+    for line in signers:
+        assert float(line.strip().strip("|").split("|")[-1].strip().replace(",", "")) > 0, line
     # The client table: every Python client sent every message to smtp-sink.
     clients = [ln for ln in res.stdout.splitlines() if ln.startswith("| ") and "smtplib" in ln]
     assert len(clients) == 4, res.stdout[-3000:]
@@ -56,6 +62,7 @@ def test_smoke_run_measures_mailwright_and_smtp_sink() -> None:
     raw = json.loads((REPO / "bench" / "results" / "smoke" / "latest.json").read_text())
     assert raw["smoke"] is True
     assert raw["end-to-end"]["postfix"]["outcomes"] == {"sent": raw["parameters"]["messages"]}
+    assert "error" not in raw["dkim"]["dkimpy"], raw["dkim"]
     for mode in ("new-conn", "keep-conn"):
         run = raw["acceptance"][mode]["mailwright"]
         assert run["argv"][0].endswith("smtp-source"), run
