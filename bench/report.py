@@ -81,6 +81,22 @@ def _section(res: dict[str, Any], key: str) -> dict[str, Any]:
     return dict(res.get(key, {}))
 
 
+def _at(*path: str) -> Getter:
+    """The number at `path` inside an entry (the client and DKIM entries nest theirs), or None."""
+
+    def get(r: dict[str, Any]) -> float | None:
+        v: Any = r
+        for key in path:
+            v = v.get(key) if isinstance(v, dict) else None
+        return None if v is None else float(v)
+
+    return get
+
+
+def _shown(value: float | str, fmt: str) -> str:
+    return fmt.format(value) if isinstance(value, float) else value
+
+
 def _value(entry: dict[str, Any] | None, get: Getter) -> float | str:
     if entry is None:
         return "—"
@@ -97,9 +113,7 @@ def table(res: dict[str, Any]) -> str:
         section = _section(res, key)
         values = {t: _value(section.get(t), get) for t in TARGETS}
         cells = [label]
-        for t in TARGETS:
-            v = values[t]
-            cells.append(fmt.format(v) if isinstance(v, float) else v)
+        cells += [_shown(values[t], fmt) for t in TARGETS]
         mw = values["mailwright"]
         for peer in PEERS:
             pv = values[peer]
@@ -121,9 +135,7 @@ def client_table(res: dict[str, Any]) -> str | None:
         "| mailwright (`mailwright send`'s library, pooled) | not built yet |",
     ]
     for mode, label in client.MODES.items():
-        figures = entry.get("modes", {}).get(mode)
-        value = "error" if "error" in entry else "—" if figures is None else f"{figures['msg_per_s']:,.0f}"
-        lines.append(f"| {label} | {value} |")
+        lines.append(f"| {label} | {_shown(_value(entry, _at('modes', mode, 'msg_per_s')), '{:,.0f}')} |")
     return "\n".join(lines)
 
 
@@ -133,8 +145,8 @@ def end_to_end_table(res: dict[str, Any]) -> str | None:
     if entry is None:
         return None
     p = res["parameters"]
-    value = "error" if "error" in entry else f"{entry['msg_per_s']:,.0f}"
-    empty = "error" if "error" in entry else f"{entry['seconds']:,.1f}"
+    value = _shown(_value(entry, _field("msg_per_s")), "{:,.0f}")
+    empty = _shown(_value(entry, _field("seconds")), "{:,.1f}")
     return "\n".join(
         [
             f"| End to end: {p['messages']:,} msgs of 1 KB, {p['sessions']} sessions, new connection per"
@@ -154,8 +166,7 @@ def dkim_table(res: dict[str, Any]) -> str | None:
     lines = ["| DKIM: signing one 1 KB message | signatures/s |", "|---|---:|"]
     lines += [f"| mailwright, {label} | does not sign yet |" for label in signing.ALGORITHMS.values()]
     for algorithm, label in signing.ALGORITHMS.items():
-        figures = entry.get("algorithms", {}).get(algorithm)
-        value = "error" if "error" in entry else "—" if figures is None else f"{figures['sig_per_s']:,.0f}"
+        value = _shown(_value(entry, _at("algorithms", algorithm, "sig_per_s")), "{:,.0f}")
         lines.append(f"| dkimpy, {label} | {value} |")
     return "\n".join(lines)
 
