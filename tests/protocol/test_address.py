@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 
 import pytest
@@ -332,6 +333,31 @@ def test_fast_path_agrees_with_the_full_parser(core: str, tail: str, utf8: bool,
         assert isinstance(fast, tuple) and fast[0] == "error"
     else:
         assert fast == full
+
+
+# The definition that address._simple_path is written out from.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+SIMPLE_PATH = re.compile(rf" *<({_ATOM}(?:\.{_ATOM})*)@({_LABEL}(?:\.{_LABEL})*)>(?: +|\Z)")
+# Labels around the 63-octet limit, with hyphens at either end now and then.
+_long_label = st.tuples(st.sampled_from(["", "-"]), st.integers(58, 66), st.sampled_from(["", "-"])).map(
+    lambda t: t[0] + "b" * t[1] + t[2]
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.text(alphabet=_FAST_ALPHABET + "=.~", max_size=40)
+    | st.tuples(st.text(alphabet="a.-", max_size=4), st.lists(_long_label, min_size=1, max_size=3)).map(
+        lambda t: " <" + (t[0] or "a") + "@" + ".".join(t[1])
+    ),
+    st.sampled_from(["", ">", "> ", ">  SIZE=1", ">x", "> x", ">>"]),
+)
+def test_simple_path_scanner_matches_its_regex(core: str, tail: str) -> None:
+    text = core + tail if core.lstrip(" ").startswith("<") else "<" + core + tail
+    m = SIMPLE_PATH.match(text)
+    want = (-1, -1, -1, -1) if m is None else (m.start(1), m.end(1), m.end(2), m.end())
+    assert address._simple_path(text) == want
 
 
 def test_fast_path_limits_match_the_full_parser() -> None:

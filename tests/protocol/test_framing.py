@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailwright.protocol.framing import MAX_TEXT_LINE, has_long_line, split_line
+from mailwright.protocol.framing import MAX_TEXT_LINE, has_long_line, take_line
 
 
 def reference(lines: bytes) -> bool:
@@ -42,17 +42,22 @@ def split_line_by_definition(buf: bytearray) -> tuple[bytes, bool] | None:
     return raw, True
 
 
-_PIECES = [b"\r", b"\n", b"\r\n", b"x", b"MAIL FROM:<a@b>", b" ", b"\x00"]
+_PIECES = [b"\r", b"\n", b"\r\n", b"x", b"MAIL FROM:<a@b>", b" ", b"\x00", b"\xc3\xa9", b"\xff"]
 
 
 @given(st.lists(st.sampled_from(_PIECES), max_size=12))
-def test_split_line_matches_the_definition(pieces: list[bytes]) -> None:
+def test_take_line_matches_the_definition(pieces: list[bytes]) -> None:
+    """Octets in as Latin-1 text, lines out: each line, encoded back, is the definition's."""
     data = b"".join(pieces)
-    ours, reference = bytearray(data), bytearray(data)
+    text, pos = data.decode("latin-1"), 0
+    reference = bytearray(data)
     while True:
-        got, want = split_line(ours), split_line_by_definition(reference)
-        assert got == want, data
-        assert ours == reference, data
-        if got is None:
+        line, nxt, bare = take_line(text, pos)
+        want = split_line_by_definition(reference)
+        if want is None:
+            assert nxt == -1, data
+            assert text[pos:].encode("latin-1") == bytes(reference), data
             break
-        assert type(got[0]) is bytes
+        assert (line.encode("latin-1"), bare) == want, data
+        assert text[nxt:].encode("latin-1") == bytes(reference), data
+        pos = nxt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 
 import pytest
 from hypothesis import given, settings
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from mailwright.protocol import events as ev
 from mailwright.protocol.reply import Reply
-from mailwright.protocol.server import _ALLOWED, MAX_PENDING, ServerConnection, ServerSettings
+from mailwright.protocol.server import _ALLOWED, MAX_AUTH, MAX_PENDING, ServerConnection, ServerSettings
 
 BASE = ServerSettings(hostname="mx.test", max_message_size=10_000, max_recipients=3, tls_available=True)
 
@@ -278,6 +279,60 @@ def test_body_round_trips_through_any_split(body: bytes, cuts: list[int]) -> Non
     replies += h.send(wire[pos:])
     assert replies == ["250 2.0.0 OK queued as Q1"]
     assert h.messages == [clean]
+
+
+# One session that switches between command lines and bodies several times: a DATA body and
+# BDAT chunks pipelined behind their commands, a non-ASCII (UTF-8) address, a non-UTF-8 line,
+# an over-long line that is dropped, a bare LF in a command, an unknown verb.
+SESSION = (
+    b"EHLO c.test\r\nMAIL FROM:<a@c.test>\r\nRCPT TO:<x@mx.test>\r\nDATA\r\n"
+    b"Subject: one\r\n\r\n..dot\r\nDATA\r\n.\r\n"
+    b"MAIL FROM:<b@c.test>\r\nRCPT TO:<x@mx.test>\r\nBDAT 9\r\nRSET\r\n\r\n.BDAT 3 LAST\r\nxyzNOOP\r\n"
+    b"MAIL FROM:<\xc3\xa9t\xc3\xa9@c.test> SMTPUTF8\r\nRCPT TO:<\xff@mx.test>\r\nRSET\r\n"
+    b"NOOP " + b"x" * (MAX_AUTH + 10) + b"\r\nNO\nOP\r\nBDAT 0 LAST\r\nQUIT\r\n"
+)
+
+
+def _run(pieces: list[bytes]) -> tuple[list[str], list[bytes], list[str]]:
+    h = Harness(ServerSettings(hostname="mx.test", max_message_size=100_000))
+    replies = [line for piece in pieces for line in h.send(piece)]
+    # How a body arrives in chunks depends on the reads; every other event must not.
+    return replies, h.messages, [type(e).__name__ for e in h.events if not isinstance(e, ev.BodyChunk)]
+
+
+def test_the_session_fixture_draws_every_kind_of_reply() -> None:
+    replies, messages, _ = _run([SESSION])
+    assert messages == [b"Subject: one\r\n\r\n.dot\r\nDATA\r\n", b"RSET\r\n\r\n.xyz"]
+    finals = [r[:9] for r in replies if r[3:4] == " "]
+    assert finals == [
+        "250 CHUNK",  # EHLO (its last line)
+        "250 2.1.0",  # MAIL
+        "250 2.1.5",  # RCPT
+        "354 End d",  # DATA
+        "250 2.0.0",  # the message
+        "250 2.1.0",  # MAIL
+        "250 2.1.5",  # RCPT
+        "250 2.0.0",  # BDAT 9
+        "250 2.0.0",  # BDAT 3 LAST: the message
+        "250 2.0.0",  # NOOP
+        "250 2.1.0",  # MAIL with a UTF-8 sender
+        "501 5.5.2",  # RCPT with \xff: not UTF-8
+        "250 2.0.0",  # RSET
+        "500 5.5.2",  # the over-long NOOP
+        "500 5.5.2",  # "NO", ended by a bare LF
+        "500 5.5.1",  # "OP"
+        "503 5.5.1",  # BDAT without MAIL
+        "221 2.0.0",  # QUIT
+    ], replies
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, len(SESSION)), max_size=12))
+def test_a_session_reads_the_same_however_its_octets_are_split(cuts: list[int]) -> None:
+    """Command lines are read as text and bodies as octets; where the reads fall must not matter."""
+    bounds = [0, *sorted(cuts), len(SESSION)]
+    pieces = [SESSION[a:b] for a, b in itertools.pairwise(bounds)]
+    assert _run(pieces) == _run([SESSION])
 
 
 def test_refusals_by_the_caller_count_towards_the_error_limit() -> None:

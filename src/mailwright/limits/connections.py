@@ -21,10 +21,11 @@ Not responsible for: what is said to a refused client (`net.server`: 421 4.7.0).
 from __future__ import annotations
 
 import mmap
+from typing import Final
 
-BUCKETS = 1 << 16
-_MASK = BUCKETS - 1
-_ROW = 1 + 2 * BUCKETS  # [total, sketch row 1..., sketch row 2...]
+BUCKETS: Final = 1 << 16
+_MASK: Final = BUCKETS - 1
+_ROW: Final = 1 + 2 * BUCKETS  # [total, sketch row 1..., sketch row 2...]
 
 
 class ConnectionTable:

@@ -14,11 +14,12 @@ Not responsible for: DKIM signing, header validation or rewriting of addresses.
 from __future__ import annotations
 
 import re
+from typing import Final
 
-MAX_HEADER_HOLD = 256 * 1024
-_HAS_MSGID = re.compile(rb"(?:^|\n)message-id[ \t]*:", re.IGNORECASE)
-_HAS_DATE = re.compile(rb"(?:^|\n)date[ \t]*:", re.IGNORECASE)
-_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")  # field-name, optional obsolete WSP, colon
+MAX_HEADER_HOLD: Final = 256 * 1024
+_HAS_MSGID: Final = re.compile(rb"(?:^|\n)message-id[ \t]*:", re.IGNORECASE)
+_HAS_DATE: Final = re.compile(rb"(?:^|\n)date[ \t]*:", re.IGNORECASE)
+_FIELD: Final = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")  # field-name, optional obsolete WSP, colon
 
 
 def protocol_name(*, extended: bool, tls: bool, auth: bool, utf8: bool) -> str:

@@ -20,11 +20,12 @@ Not responsible for: authentication itself, rate limits, recipient existence.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Final
 
 from mailwright.protocol.address import Address, AddressError
 from mailwright.protocol.reply import R, Reply
 
-_ROUTING = ("%", "!", "@")
+_ROUTING: Final = ("%", "!", "@")
 
 
 class RelayPolicy:

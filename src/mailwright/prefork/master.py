@@ -43,7 +43,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import uvloop
 
@@ -60,13 +60,13 @@ from mailwright.users.store import UserStore
 
 log = logging.getLogger("mailwright")
 
-STOP_GRACE = 30.0  # seconds the workers get to finish their sessions' commits on shutdown
-YOUNG = 2.0  # a worker that dies younger than this is restarted only after RESTART_PAUSE
-RESTART_PAUSE = 2.0
-_READ = 64 * 1024  # below malloc's mmap threshold: a bigger buffer costs mmap+munmap per read
-_SEND_TIMEOUT = 10  # seconds; SO_SNDTIMEO, so a send needs no poll() first (a Python timeout would)
-_PR_SET_PDEATHSIG = 1
-EX_SOFTWARE = 70  # sysexits.h: an internal error
+STOP_GRACE: Final = 30.0  # seconds the workers get to finish their sessions' commits on shutdown
+YOUNG: Final = 2.0  # a worker that dies younger than this is restarted only after RESTART_PAUSE
+RESTART_PAUSE: Final = 2.0
+_READ: Final = 64 * 1024  # below malloc's mmap threshold: a bigger buffer costs mmap+munmap per read
+_SEND_TIMEOUT: Final = 10  # seconds; SO_SNDTIMEO, so a send needs no poll() first (a Python timeout would)
+_PR_SET_PDEATHSIG: Final = 1
+EX_SOFTWARE: Final = 70  # sysexits.h: an internal error
 
 
 @dataclass(eq=False)

@@ -23,20 +23,20 @@ Not responsible for: what the records mean (`prefork.master`, `prefork.worker`).
 from __future__ import annotations
 
 import marshal
-from typing import Any
+from typing import Any, Final
 
 from mailwright.protocol.reply import R, Reply
 from mailwright.queue.model import Envelope, envelope_from_row
 
-COMMIT = 0
-RESULT = 1
-AUTH_FAILED = 2
-AUTH_OK = 3
-READY = 4
+COMMIT: Final = 0
+RESULT: Final = 1
+AUTH_FAILED: Final = 2
+AUTH_OK: Final = 3
+READY: Final = 4
 
 # 64 KiB inline bodies from at most a few thousand sessions per turn fit well below this.
-MAX_FRAME = 512 * 1024 * 1024
-_HEADER = 4
+MAX_FRAME: Final = 512 * 1024 * 1024
+_HEADER: Final = 4
 
 ERRORS: dict[str, Reply] = {"full": R.STORAGE_FULL, "local": R.LOCAL_ERROR, "shutdown": R.SHUTTING_DOWN}
 

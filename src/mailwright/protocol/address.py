@@ -33,22 +33,32 @@ import ipaddress
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Final
 
 import idna
 
-MAX_LOCAL_OCTETS = 64
-MAX_LABEL_OCTETS = 63
-MAX_DOMAIN_OCTETS = 255
-MAX_PATH_OCTETS = 256
+MAX_LOCAL_OCTETS: Final = 64
+MAX_LABEL_OCTETS: Final = 63
+MAX_DOMAIN_OCTETS: Final = 255
+MAX_PATH_OCTETS: Final = 256
 
 # RFC 5321 atext (via RFC 5322 section 3.2.3): letters, digits and these specials.
-_ATEXT_ASCII = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~")
-_LDH_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\Z")
-_IPV4 = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\Z")
-_IPV6_CHARS = re.compile(r"[0-9A-Fa-f:.]+\Z")
+_ATEXT_ASCII: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
+)
+# The same classes as one table indexed by code point (< 128), for the compiled loops of the
+# common case: a bytes index is a C array read where a set lookup hashes a one-character str.
+_ATEXT: Final = 1
+_LET_DIG: Final = 2
+_CLASS: Final = bytes(
+    (_ATEXT if chr(c) in _ATEXT_ASCII else 0) | (_LET_DIG if chr(c).isalnum() else 0) for c in range(128)
+)
+_LDH_LABEL: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\Z")
+_IPV4: Final = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\Z")
+_IPV6_CHARS: Final = re.compile(r"[0-9A-Fa-f:.]+\Z")
 # Unicode categories never acceptable in an address: controls, surrogates, unassigned and
 # private-use code points, and line/paragraph separators (which split reply lines).
-_BAD_CATEGORIES = frozenset({"Cc", "Cs", "Cn", "Co", "Zl", "Zp"})
+_BAD_CATEGORIES: Final = frozenset({"Cc", "Cs", "Cn", "Co", "Zl", "Zp"})
 
 
 class AddressError(ValueError):
@@ -99,30 +109,87 @@ class Address:
         )
 
 
-# The common case, a plain dot-atom at an LDH domain, matched in one step; anything else
-# (quotes, literals, routes, UTF-8, errors) takes the full parser.  A property test checks
-# that both give the same answer.
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_SIMPLE_PATH = re.compile(rf" *<({_ATOM}(?:\.{_ATOM})*)@({_LABEL}(?:\.{_LABEL})*)>(?: +|\Z)")
-
-
 def parse_path(text: str, *, utf8: bool, allow_null: bool) -> tuple[Address | None, str]:
     """Parse "<...>" at the start of `text`; return (address or None for "<>", parameter text)."""
     if text.isascii() and text.isprintable():
-        m = _SIMPLE_PATH.match(text)
-        if m is not None:
-            # Spans and slices: each match-object method is a generic call, costlier than a slice.
-            local_start, local_end = m.span(1)
-            domain_start, domain_end = m.span(2)
-            if (
-                local_end - local_start <= MAX_LOCAL_OCTETS
-                and domain_end - domain_start <= MAX_DOMAIN_OCTETS
-                and domain_end - local_start + 2 <= MAX_PATH_OCTETS
-            ):
-                local, domain = text[local_start:local_end], text[domain_start:domain_end]
-                return Address(local, domain), text[m.end() :]
+        local_start, at, gt, end = _simple_path(text)
+        if (
+            end >= 0
+            and at - local_start <= MAX_LOCAL_OCTETS
+            and gt - at - 1 <= MAX_DOMAIN_OCTETS
+            and gt - local_start + 2 <= MAX_PATH_OCTETS
+        ):
+            return Address(text[local_start:at], text[at + 1 : gt]), text[end:]
     return _parse_path_full(text, utf8=utf8, allow_null=allow_null)
+
+
+_NO_MATCH: Final = (-1, -1, -1, -1)
+
+
+def _simple_path(text: str) -> tuple[int, int, int, int]:
+    r"""The common case, a plain dot-atom at an LDH domain, in one pass over ASCII text: the
+    positions of the local part, its "@", the ">" and the parameters, or all -1 when the text
+    needs the full parser (quotes, literals, routes, UTF-8, errors).
+
+    The same as matching ` *<(Atom(\.Atom)*)@(Label(\.Label)*)>( +|$)` (a property test holds it
+    to that regex); written out because a regex match and its span calls are generic calls
+    that cost several times this loop.
+    """
+    n = len(text)
+    i = 0
+    while i < n and text[i] == " ":
+        i += 1
+    if i >= n or text[i] != "<":
+        return _NO_MATCH
+    i += 1
+    local_start = i
+    after_dot = True  # a dot here would be a leading or doubled one
+    while i < n:
+        c = ord(text[i])
+        if c == 46:  # "."
+            if after_dot:
+                return _NO_MATCH
+            after_dot = True
+        elif c < 128 and _CLASS[c] & _ATEXT:
+            after_dot = False
+        else:
+            break
+        i += 1
+    if after_dot or i >= n or text[i] != "@":
+        return _NO_MATCH
+    at = i
+    i += 1
+    label = 0  # length of the label so far
+    hyphen = False  # its last character was "-"
+    while i < n:
+        c = ord(text[i])
+        if c == 46:
+            if label == 0 or hyphen:
+                return _NO_MATCH
+            label = 0
+        elif c == 45:  # "-"
+            if label == 0:
+                return _NO_MATCH
+            label += 1
+            hyphen = True
+        elif c < 128 and _CLASS[c] & _LET_DIG:
+            label += 1
+            hyphen = False
+        else:
+            break
+        if label > MAX_LABEL_OCTETS:
+            return _NO_MATCH
+        i += 1
+    if label == 0 or hyphen or i >= n or text[i] != ">":
+        return _NO_MATCH
+    gt = i
+    i += 1
+    if i < n:
+        if text[i] != " ":
+            return _NO_MATCH
+        while i < n and text[i] == " ":
+            i += 1
+    return local_start, at, gt, i
 
 
 def _parse_path_full(text: str, *, utf8: bool, allow_null: bool) -> tuple[Address | None, str]:
@@ -209,6 +276,12 @@ def _is_atext(ch: str) -> bool:
 def _is_dot_string(local: str) -> bool:
     if not local or local[0] == "." or local[-1] == "." or ".." in local:
         return False
+    if local.isascii():
+        for i in range(len(local)):
+            c = ord(local[i])
+            if c != 46 and not _CLASS[c] & _ATEXT:
+                return False
+        return True
     return all(ch == "." or _is_atext(ch) for ch in local)
 
 

@@ -28,19 +28,19 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from mailwright.protocol.reply import Reply, SMTPError
 
-MAX_ENVID = 100  # RFC 3461 section 4.4, xtext-encoded length
-MAX_ORCPT = 500  # RFC 3461 section 4.2, xtext-encoded length
-NOTIFY_KEYWORDS = frozenset({"SUCCESS", "FAILURE", "DELAY"})
-_NOTIFY_ORDER = ("SUCCESS", "FAILURE", "DELAY")
+MAX_ENVID: Final = 100  # RFC 3461 section 4.4, xtext-encoded length
+MAX_ORCPT: Final = 500  # RFC 3461 section 4.2, xtext-encoded length
+NOTIFY_KEYWORDS: Final = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+_NOTIFY_ORDER: Final = ("SUCCESS", "FAILURE", "DELAY")
 
-_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
-_DIGITS = re.compile(r"[0-9]{1,20}\Z")
-_ADDR_TYPE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+\Z")
-_HEX = "0123456789ABCDEFabcdef"
+_KEYWORD: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
+_DIGITS: Final = re.compile(r"[0-9]{1,20}\Z")
+_ADDR_TYPE: Final = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+\Z")
+_HEX: Final = "0123456789ABCDEFabcdef"
 
 
 @dataclass(frozen=True, slots=True, init=False)

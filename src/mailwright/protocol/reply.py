@@ -19,9 +19,9 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Final
 
-_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})\Z")
+_ENHANCED: Final = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})\Z")
 
 
 @functools.lru_cache(maxsize=256)

@@ -29,10 +29,11 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, auto
+from typing import Final
 
 from mailwright.protocol import events as ev
 from mailwright.protocol.address import Address, AddressError, parse_path
-from mailwright.protocol.framing import DataReceiver, split_line
+from mailwright.protocol.framing import DataReceiver, take_line
 from mailwright.protocol.params import MailParams, parse_mail_params, parse_rcpt_params
 from mailwright.protocol.reply import R, Reply, SMTPError
 from mailwright.protocol.sasl import (
@@ -44,12 +45,12 @@ from mailwright.protocol.sasl import (
     server_mechanism,
 )
 
-MAX_COMMAND = 512  # RFC 5321 4.5.3.1.4, CRLF included
-MAX_MAIL_RCPT = 2048  # room for the RFC 1869 / 3461 / 4954 parameter extensions
-MAX_AUTH = 12288  # RFC 4954 4: AUTH lines and SASL responses
-MAX_PENDING = 256 * 1024
-MAX_ERRORS = 20  # as Postfix's smtpd_hard_error_limit
-_NO_MAIL_PARAMS = MailParams()  # frozen: one shared value for "no transaction"
+MAX_COMMAND: Final = 512  # RFC 5321 4.5.3.1.4, CRLF included
+MAX_MAIL_RCPT: Final = 2048  # room for the RFC 1869 / 3461 / 4954 parameter extensions
+MAX_AUTH: Final = 12288  # RFC 4954 4: AUTH lines and SASL responses
+MAX_PENDING: Final = 256 * 1024
+MAX_ERRORS: Final = 20  # as Postfix's smtpd_hard_error_limit
+_NO_MAIL_PARAMS: Final = MailParams()  # frozen: one shared value for "no transaction"
 
 
 class LocalProtocolError(Exception):
@@ -157,7 +158,12 @@ class ServerConnection:
         self.mail_params = _NO_MAIL_PARAMS
         self.recipient_count = 0
         self.errors = 0
-        self._in = bytearray()
+        self._in = bytearray()  # received octets not yet looked at
+        # Command-mode input taken from _in, decoded as Latin-1 (one character per octet, see
+        # framing.take_line); _text[_tpos:] comes before whatever _in holds.  Empty whenever
+        # a DATA or BDAT body is being read: what followed its command goes back to _in.
+        self._text = ""
+        self._tpos = 0
         self._out: list[bytes] = []
         self._events: list[ev.Event] = []
         self._pending: ev.Event | None = None
@@ -185,7 +191,7 @@ class ServerConnection:
     @property
     def wants_read(self) -> bool:
         """False while enough is buffered that reading more would only grow memory."""
-        return len(self._in) < MAX_PENDING and not self.closed
+        return len(self._in) + len(self._text) - self._tpos < MAX_PENDING and not self.closed
 
     def receive_data(self, data: bytes) -> None:
         if self.state is State.CLOSED:
@@ -268,6 +274,7 @@ class ServerConnection:
         self.authenticated = None
         self._reset_transaction()
         self._in.clear()
+        self._text, self._tpos = "", 0
         self.state = State.CONNECTED
 
     def close_with(self, reply: Reply) -> None:
@@ -316,39 +323,56 @@ class ServerConnection:
             return self._step_data()
         if self._bdat_left:
             return self._step_bdat()
-        if self._discarding_line:
-            lf = self._in.find(b"\n")
-            if lf < 0:
-                del self._in[:-1]
+        line, nxt, bare = take_line(self._text, self._tpos)
+        if nxt < 0:
+            if self._in:
+                self._text = self._text[self._tpos :] + self._in.decode("latin-1")
+                self._tpos = 0
+                self._in.clear()
+                line, nxt, bare = take_line(self._text, 0)
+            if nxt < 0:
+                if self._discarding_line:
+                    self._text, self._tpos = "", 0
+                elif len(self._text) - self._tpos > MAX_AUTH:
+                    self._discarding_line = True
+                    self._text, self._tpos = "", 0
                 return False
-            del self._in[: lf + 1]
+        if nxt == len(self._text):
+            self._text, self._tpos = "", 0
+        else:
+            self._tpos = nxt
+        if self._discarding_line:
             self._discarding_line = False
             self._error(R.LINE_TOO_LONG)
             return True
-        got = split_line(self._in)
-        if got is None:
-            if len(self._in) > MAX_AUTH:
-                self._discarding_line = True
-                del self._in[:-1]
-            return False
-        line, bare = got
         if bare:
             self._error(R.BARE_LF_COMMAND)
             return True
         if self.state is State.AUTH:
-            self._sasl_response(line)
+            self._sasl_response(line.encode("latin-1"))
             return True
         self._command(line)
+        if self._text and self._in_body():
+            # A body starts: it is read from _in as octets.
+            self._in[:0] = self._text[self._tpos :].encode("latin-1")
+            self._text, self._tpos = "", 0
         return True
 
-    def _command(self, line: bytes) -> None:
-        verb_b, _, arg_b = line.partition(b" ")
-        verb = verb_b.upper().decode("ascii", "replace")
+    def _in_body(self) -> bool:
+        return self.state is State.DATA or self._bdat_left > 0
+
+    def _command(self, line: str) -> None:
+        """`line` is Latin-1 decoded octets (framing.take_line)."""
+        verb, _, arg = line.partition(" ")
+        ascii_line = line.isascii()
+        # str.upper() maps some Latin-1 letters to ASCII ("\xdf" to "SS"): only an ASCII
+        # verb may name a command.
+        verb = verb.upper() if ascii_line or verb.isascii() else "?"
         limit = MAX_AUTH if verb == "AUTH" else MAX_MAIL_RCPT if verb in ("MAIL", "RCPT") else MAX_COMMAND
         if len(line) + 2 > limit:
             self._error(R.LINE_TOO_LONG)
             return
-        if line.find(b"\x00") >= 0:  # not `in`: see framing.split_line
+        if "\x00" in line:
             self._error(Reply(501, "5.5.2", "NUL octet in command"))
             return
         allowed = _ALLOWED.get(verb)
@@ -358,11 +382,12 @@ class ServerConnection:
         if self.state not in allowed:
             self._error(self._sequence_reply(verb))
             return
-        try:
-            arg = arg_b.decode("utf-8")
-        except UnicodeDecodeError:
-            self._error(Reply(501, "5.5.2", "Command is not valid UTF-8"))
-            return
+        if not ascii_line:
+            try:
+                arg = arg.encode("latin-1").decode("utf-8")
+            except UnicodeDecodeError:
+                self._error(Reply(501, "5.5.2", "Command is not valid UTF-8"))
+                return
         try:
             self._dispatch(verb, arg)
         except SMTPError as exc:
@@ -613,7 +638,9 @@ class ServerConnection:
         if not self.settings.tls_available:
             raise SMTPError(Reply(502, "5.5.1", "STARTTLS not offered"))
         self._queue(R.START_TLS)
-        self._in.clear()  # RFC 3207 6: drop anything pipelined after STARTTLS
+        # RFC 3207 6: drop anything pipelined after STARTTLS
+        self._in.clear()
+        self._text, self._tpos = "", 0
         self.state = State.TLS_WAIT
         self._emit(ev.StartTLS())
 

@@ -33,7 +33,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from mailwright.protocol.reply import R, SMTPError
 from mailwright.queue.model import Envelope, RecipientState
@@ -41,20 +41,21 @@ from mailwright.queue.spool import Spool, storage_error
 
 log = logging.getLogger("mailwright.queue")
 
-SPOOL_SUFFIX = ".msg"
-CHECKPOINT_HEADROOM = 2 * 1024 * 1024  # > the WAL auto-checkpoint size (256 pages x 4 KiB), with margin
+SPOOL_SUFFIX: Final = ".msg"
+# More than the WAL auto-checkpoint size (256 pages x 4 KiB), with margin.
+CHECKPOINT_HEADROOM: Final = 2 * 1024 * 1024
 
-_MESSAGES_INSERT = (
+_MESSAGES_INSERT: Final = (
     "INSERT INTO messages (id, sender, mail_params, client_ip, helo, auth_user, tls,"
     " received_at, size, spool_name, body) VALUES "
 )
-_MESSAGES_ROW = "(?,?,?,?,?,NULLIF(?,''),?,?,?,NULLIF(?,''),?)"
-_RECIPIENTS_INSERT = (
+_MESSAGES_ROW: Final = "(?,?,?,?,?,NULLIF(?,''),?,?,?,NULLIF(?,''),?)"
+_RECIPIENTS_INSERT: Final = (
     "INSERT INTO recipients (message_id, idx, address, notify, orcpt, state, next_attempt) VALUES "
 )
-_RECIPIENTS_ROW = "(?,?,?,NULLIF(?,''),NULLIF(?,''),?,?)"
-_QUEUED = RecipientState.QUEUED.value  # an enum's .value is a Python-level property: read it once
-_ROWS_PER_INSERT = 256  # 11 columns x 256 rows stays far below SQLite's 32,766 variables
+_RECIPIENTS_ROW: Final = "(?,?,?,NULLIF(?,''),NULLIF(?,''),?,?)"
+_QUEUED: Final = RecipientState.QUEUED.value  # an enum's .value is a Python-level property: read it once
+_ROWS_PER_INSERT: Final = 256  # 11 columns x 256 rows stays far below SQLite's 32,766 variables
 
 
 class CommitBody(Protocol):

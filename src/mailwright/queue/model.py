@@ -25,11 +25,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_TIME_CHARS = 9  # 45 bits of milliseconds: good until the year 3084
-_RANDOM_CHARS = 7  # 35 random bits per millisecond keep collisions negligible
-QUEUE_ID_LENGTH = _TIME_CHARS + _RANDOM_CHARS
+_CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_TIME_CHARS: Final = 9  # 45 bits of milliseconds: good until the year 3084
+_RANDOM_CHARS: Final = 7  # 35 random bits per millisecond keep collisions negligible
+QUEUE_ID_LENGTH: Final = _TIME_CHARS + _RANDOM_CHARS
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -137,7 +138,7 @@ class MessageInfo:
     recipients: tuple[RecipientStatus, ...]
 
 
-_PAIRS = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)  # every 10-bit value as 2 characters
+_PAIRS: Final = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)  # every 10-bit value as 2 characters
 
 
 def _encode(value: int, width: int) -> str:

@@ -28,12 +28,13 @@ import secrets
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
+from typing import Final
 
 from mailwright.protocol.reply import R, SMTPError
 
-_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-_TMP_SUFFIX = ".tmp"
-READ_CHUNK = 64 * 1024
+_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+_TMP_SUFFIX: Final = ".tmp"
+READ_CHUNK: Final = 64 * 1024
 
 
 def storage_error(exc: OSError) -> SMTPError:
