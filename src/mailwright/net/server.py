@@ -313,13 +313,14 @@ class SMTPSession:
             self._write_body(event.data)
         elif isinstance(event, ev.EndOfData):
             self._commit()
-        elif isinstance(event, ev.BodyRejected | ev.TransactionReset):
+        # Tuples, not `A | B`: a union object would be built on every call.
+        elif isinstance(event, (ev.BodyRejected, ev.TransactionReset)):
             self._drop_transaction()
         elif isinstance(event, ev.AuthAttempt):
             self._start(self._authenticate(event))
         elif isinstance(event, ev.StartTLS):
             self._start(self._starttls())
-        elif isinstance(event, ev.Quit | ev.Closing):
+        elif isinstance(event, (ev.Quit, ev.Closing)):
             self._drop_transaction()
 
     def _open_body(self) -> None:
