@@ -283,13 +283,18 @@ def test_body_round_trips_through_any_split(body: bytes, cuts: list[int]) -> Non
 
 # One session that switches between command lines and bodies several times: a DATA body and
 # BDAT chunks pipelined behind their commands, a non-ASCII (UTF-8) address, a non-UTF-8 line,
-# an over-long line that is dropped, a bare LF in a command, an unknown verb.
+# more pipelined commands than the engine decodes at once (16 KiB), an over-long line that
+# spans several of those, a bare LF in a command, an unknown verb.
+NOOPS = 3000
 SESSION = (
     b"EHLO c.test\r\nMAIL FROM:<a@c.test>\r\nRCPT TO:<x@mx.test>\r\nDATA\r\n"
     b"Subject: one\r\n\r\n..dot\r\nDATA\r\n.\r\n"
     b"MAIL FROM:<b@c.test>\r\nRCPT TO:<x@mx.test>\r\nBDAT 9\r\nRSET\r\n\r\n.BDAT 3 LAST\r\nxyzNOOP\r\n"
     b"MAIL FROM:<\xc3\xa9t\xc3\xa9@c.test> SMTPUTF8\r\nRCPT TO:<\xff@mx.test>\r\nRSET\r\n"
-    b"NOOP " + b"x" * (MAX_AUTH + 10) + b"\r\nNO\nOP\r\nBDAT 0 LAST\r\nQUIT\r\n"
+    + b"NOOP\r\n" * NOOPS
+    + b"NOOP "
+    + b"x" * (3 * MAX_AUTH)
+    + b"\r\nNO\nOP\r\nBDAT 0 LAST\r\nQUIT\r\n"
 )
 
 
@@ -318,6 +323,7 @@ def test_the_session_fixture_draws_every_kind_of_reply() -> None:
         "250 2.1.0",  # MAIL with a UTF-8 sender
         "501 5.5.2",  # RCPT with \xff: not UTF-8
         "250 2.0.0",  # RSET
+        *["250 2.0.0"] * NOOPS,
         "500 5.5.2",  # the over-long NOOP
         "500 5.5.2",  # "NO", ended by a bare LF
         "500 5.5.1",  # "OP"

@@ -50,6 +50,7 @@ MAX_MAIL_RCPT: Final = 2048  # room for the RFC 1869 / 3461 / 4954 parameter ext
 MAX_AUTH: Final = 12288  # RFC 4954 4: AUTH lines and SASL responses
 MAX_PENDING: Final = 256 * 1024
 MAX_ERRORS: Final = 20  # as Postfix's smtpd_hard_error_limit
+_REFILL: Final = 16 * 1024  # > MAX_AUTH: a full command line always fits in one refill
 _NO_MAIL_PARAMS: Final = MailParams()  # frozen: one shared value for "no transaction"
 
 
@@ -326,17 +327,14 @@ class ServerConnection:
         line, nxt, bare = take_line(self._text, self._tpos)
         if nxt < 0:
             if self._in:
-                self._text = self._text[self._tpos :] + self._in.decode("latin-1")
-                self._tpos = 0
-                self._in.clear()
+                self._refill()
                 line, nxt, bare = take_line(self._text, 0)
             if nxt < 0:
-                if self._discarding_line:
-                    self._text, self._tpos = "", 0
-                elif len(self._text) - self._tpos > MAX_AUTH:
-                    self._discarding_line = True
-                    self._text, self._tpos = "", 0
-                return False
+                if not self._discarding_line and len(self._text) - self._tpos <= MAX_AUTH:
+                    return False  # a line still arriving
+                self._discarding_line = True
+                self._text, self._tpos = "", 0
+                return len(self._in) > 0
         if nxt == len(self._text):
             self._text, self._tpos = "", 0
         else:
@@ -357,6 +355,19 @@ class ServerConnection:
             self._in[:0] = self._text[self._tpos :].encode("latin-1")
             self._text, self._tpos = "", 0
         return True
+
+    def _refill(self) -> None:
+        """Move received octets to the text, at most _REFILL at a time: a body pipelined behind
+        DATA or BDAT (BDAT's normal case) is handed back, so only this much is decoded twice."""
+        raw = self._in
+        if len(raw) > _REFILL:
+            more = raw[:_REFILL].decode("latin-1")
+            del raw[:_REFILL]
+        else:
+            more = raw.decode("latin-1")
+            raw.clear()
+        self._text = self._text[self._tpos :] + more
+        self._tpos = 0
 
     def _in_body(self) -> bool:
         return self.state is State.DATA or self._bdat_left > 0
