@@ -283,14 +283,18 @@ def test_body_round_trips_through_any_split(body: bytes, cuts: list[int]) -> Non
 
 # One session that switches between command lines and bodies several times: a DATA body and
 # BDAT chunks pipelined behind their commands, a non-ASCII (UTF-8) address, a non-UTF-8 line,
-# more pipelined commands than the engine decodes at once (16 KiB), an over-long line that
-# spans several of those, a bare LF in a command, an unknown verb.
+# a SASL response over the AUTH limit, more pipelined commands than the engine decodes at once
+# (16 KiB), an over-long line that spans several of those, a bare LF in a command, an unknown
+# verb.
 NOOPS = 3000
 SESSION = (
     b"EHLO c.test\r\nMAIL FROM:<a@c.test>\r\nRCPT TO:<x@mx.test>\r\nDATA\r\n"
     b"Subject: one\r\n\r\n..dot\r\nDATA\r\n.\r\n"
     b"MAIL FROM:<b@c.test>\r\nRCPT TO:<x@mx.test>\r\nBDAT 9\r\nRSET\r\n\r\n.BDAT 3 LAST\r\nxyzNOOP\r\n"
     b"MAIL FROM:<\xc3\xa9t\xc3\xa9@c.test> SMTPUTF8\r\nRCPT TO:<\xff@mx.test>\r\nRSET\r\n"
+    + b"AUTH PLAIN\r\n"
+    + b"A" * (MAX_AUTH + 3000)  # read whole or, cut late enough, dropped as it arrives
+    + b"\r\n"
     + b"NOOP\r\n" * NOOPS
     + b"NOOP "
     + b"x" * (3 * MAX_AUTH)
@@ -299,7 +303,10 @@ SESSION = (
 
 
 def _run(pieces: list[bytes]) -> tuple[list[str], list[bytes], list[str]]:
-    h = Harness(ServerSettings(hostname="mx.test", max_message_size=100_000))
+    settings = ServerSettings(
+        hostname="mx.test", max_message_size=100_000, tls_active=True, auth_mechanisms=("PLAIN",)
+    )
+    h = Harness(settings)
     replies = [line for piece in pieces for line in h.send(piece)]
     # How a body arrives in chunks depends on the reads; every other event must not.
     return replies, h.messages, [type(e).__name__ for e in h.events if not isinstance(e, ev.BodyChunk)]
@@ -310,7 +317,7 @@ def test_the_session_fixture_draws_every_kind_of_reply() -> None:
     assert messages == [b"Subject: one\r\n\r\n.dot\r\nDATA\r\n", b"RSET\r\n\r\n.xyz"]
     finals = [r[:9] for r in replies if r[3:4] == " "]
     assert finals == [
-        "250 CHUNK",  # EHLO (its last line)
+        "250 REQUI",  # EHLO (its last line)
         "250 2.1.0",  # MAIL
         "250 2.1.5",  # RCPT
         "354 End d",  # DATA
@@ -323,6 +330,8 @@ def test_the_session_fixture_draws_every_kind_of_reply() -> None:
         "250 2.1.0",  # MAIL with a UTF-8 sender
         "501 5.5.2",  # RCPT with \xff: not UTF-8
         "250 2.0.0",  # RSET
+        "334 ",  # AUTH PLAIN
+        "500 5.5.2",  # its response, too long: the exchange ends
         *["250 2.0.0"] * NOOPS,
         "500 5.5.2",  # the over-long NOOP
         "500 5.5.2",  # "NO", ended by a bare LF
@@ -330,6 +339,17 @@ def test_the_session_fixture_draws_every_kind_of_reply() -> None:
         "503 5.5.1",  # BDAT without MAIL
         "221 2.0.0",  # QUIT
     ], replies
+
+
+def test_a_too_long_sasl_response_ends_the_exchange_however_it_arrives() -> None:
+    settings = ServerSettings(hostname="mx.test", tls_active=True, auth_mechanisms=("PLAIN",))
+    response = b"A" * (MAX_AUTH + 10) + b"\r\n"
+    for cut in (len(response), MAX_AUTH + 5):  # whole, or over the limit before its end arrives
+        h = Harness(settings)
+        h.send(b"EHLO c.test\r\n")
+        assert h.send(b"AUTH PLAIN\r\n") == ["334 "]
+        assert h.send(response[:cut]) + h.send(response[cut:]) == ["500 5.5.2 Line too long"]
+        assert h.send(b"NOOP\r\n") == ["250 2.0.0 OK"], cut
 
 
 @settings(max_examples=300, deadline=None)

@@ -341,6 +341,9 @@ class ServerConnection:
             self._tpos = nxt
         if self._discarding_line:
             self._discarding_line = False
+            if self.state is State.AUTH:
+                # As for a too-long response read whole (_sasl_response): the exchange ends.
+                self._finish_auth()
             self._error(R.LINE_TOO_LONG)
             return True
         if bare:
