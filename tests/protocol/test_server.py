@@ -284,8 +284,8 @@ def test_body_round_trips_through_any_split(body: bytes, cuts: list[int]) -> Non
 # One session that switches between command lines and bodies several times: a DATA body and
 # BDAT chunks pipelined behind their commands, a non-ASCII (UTF-8) address, a non-UTF-8 line,
 # a SASL response over the AUTH limit, more pipelined commands than the engine decodes at once
-# (16 KiB), an over-long line that spans several of those, a bare LF in a command, an unknown
-# verb.
+# (16 KiB), over-long lines (one ended by a bare LF, one spanning several of those reads), a
+# bare LF in a command, an unknown verb.
 NOOPS = 3000
 SESSION = (
     b"EHLO c.test\r\nMAIL FROM:<a@c.test>\r\nRCPT TO:<x@mx.test>\r\nDATA\r\n"
@@ -296,6 +296,9 @@ SESSION = (
     + b"A" * (MAX_AUTH + 3000)  # read whole or, cut late enough, dropped as it arrives
     + b"\r\n"
     + b"NOOP\r\n" * NOOPS
+    + b"NOOP "
+    + b"y" * (MAX_AUTH + 3000)  # too long, and ended by a bare LF
+    + b"\n"
     + b"NOOP "
     + b"x" * (3 * MAX_AUTH)
     + b"\r\nNO\nOP\r\nBDAT 0 LAST\r\nQUIT\r\n"
@@ -333,12 +336,23 @@ def test_the_session_fixture_draws_every_kind_of_reply() -> None:
         "334 ",  # AUTH PLAIN
         "500 5.5.2",  # its response, too long: the exchange ends
         *["250 2.0.0"] * NOOPS,
+        "500 5.5.2",  # the over-long NOOP ended by a bare LF
         "500 5.5.2",  # the over-long NOOP
         "500 5.5.2",  # "NO", ended by a bare LF
         "500 5.5.1",  # "OP"
         "503 5.5.1",  # BDAT without MAIL
         "221 2.0.0",  # QUIT
     ], replies
+
+
+@pytest.mark.parametrize("ending", [b"\r\n", b"\n"], ids=["CRLF", "bare LF"])
+def test_an_over_long_line_gets_the_same_answer_however_it_arrives(ending: bytes) -> None:
+    line = b"NOOP " + b"y" * (MAX_AUTH + 10) + ending
+    for cut in (len(line), MAX_AUTH + 5):  # whole, or over the limit before its end arrives
+        h = Harness()
+        h.send(b"EHLO c.test\r\n")
+        assert h.send(line[:cut]) + h.send(line[cut:]) == ["500 5.5.2 Line too long"], cut
+        assert h.send(b"NOOP\r\n") == ["250 2.0.0 OK"]
 
 
 def test_a_too_long_sasl_response_ends_the_exchange_however_it_arrives() -> None:

@@ -339,10 +339,11 @@ class ServerConnection:
             self._text, self._tpos = "", 0
         else:
             self._tpos = nxt
-        if self._discarding_line:
+        if self._discarding_line or len(line) > MAX_AUTH:
+            # Too long, whether it arrived whole or was dropped while it arrived (the same
+            # answer either way, bare line end or not): an AUTH exchange ends with it.
             self._discarding_line = False
             if self.state is State.AUTH:
-                # As for a too-long response read whole (_sasl_response): the exchange ends.
                 self._finish_auth()
             self._error(R.LINE_TOO_LONG)
             return True
