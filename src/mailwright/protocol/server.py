@@ -8,10 +8,14 @@ caller that writes once per batch sends pipelined replies together (RFC 2920 3.2
 Invariants:
 - Which command is legal in which state is one table, `_ALLOWED`; nothing else decides it.
 - While an event awaits its reply nothing more is parsed, so replies keep command order.
-- Buffers are bounded: a command line is at most `MAX_COMMAND` octets (the rest is dropped
-  and answered with 500 5.5.2); DATA holds at most one partial text line; BDAT chunks are
-  streamed, never held; `receive_data` is refused past `MAX_PENDING` unparsed octets and the
-  caller is expected to stop reading while `wants_read` is False.
+- Buffers are bounded: a command line longer than its command's limit (`MAX_COMMAND`,
+  `MAX_MAIL_RCPT`, `MAX_AUTH`) is answered with 500 5.5.2, and one longer than `MAX_AUTH` is
+  dropped as it arrives, with that same answer however the reads fell; DATA holds at most one
+  partial text line; BDAT chunks are streamed, never held; the caller is expected to stop
+  reading while `wants_read` is False (`MAX_PENDING` unparsed octets).
+- The replies, events and messages of a session do not depend on how its octets were split
+  into reads, except after STARTTLS (below) and in the text of a 550 5.6.0 for a message with
+  two faults, which names the first one seen.
 - After STARTTLS's 220 every byte that arrives before `tls_started()` is discarded (RFC 3207
   section 6: plaintext pipelined after STARTTLS must not survive the handshake), and the
   session then starts over, EHLO first.
