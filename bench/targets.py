@@ -165,12 +165,13 @@ max_connections_per_ip = 20000
 
 
 @contextlib.contextmanager
-def start_mailwright() -> Iterator[Target]:
+def start_mailwright(python: str = sys.executable) -> Iterator[Target]:
+    """`python`: the interpreter whose installed mailwright runs (bench.ab passes another build's)."""
     root = Path(tempfile.mkdtemp(prefix="mailwright-bench-mw-"))
     try:
         port = free_port()
         config = mailwright_config(root, port)
-        argv = [sys.executable, "-m", "mailwright.cli.main", "--config", str(config), "serve"]
+        argv = [python, "-m", "mailwright.cli.main", "--config", str(config), "serve"]
         queue_db = root / "state" / "queue" / "queue.db"
 
         def query(sql: str) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,3 +70,21 @@ def test_smoke_run_measures_mailwright_and_smtp_sink() -> None:
         assert run["messages"] == 400
         # Every message smtp-source and the probe got a 250 for is a row in mailwright's queue.db.
         assert run["stored"] == run["stored_expected"] >= 400, run
+
+
+def test_ab_tool_runs_pairs_of_the_same_build() -> None:
+    """`python3 -m bench.ab` (interleaved A/B of two builds), here with this build on both
+    sides: each run stores every message (the tool exits non-zero otherwise) and reports."""
+    res = subprocess.run(
+        [sys.executable, "-m", "bench.ab", "--other", sys.executable, "--pairs", "1", "--messages", "200"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    medians = [ln for ln in res.stdout.splitlines() if " median: " in ln]
+    assert [ln.split()[0] for ln in medians] == ["this", "other"], res.stdout
+    for line in medians:
+        assert float(line.split("median:")[1].split("msg/s")[0].replace(",", "")) > 0, line
