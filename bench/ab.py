@@ -25,8 +25,8 @@ import subprocess
 import sys
 import time
 
-from bench.acceptance import SMTP_SOURCE
-from bench.targets import RCPT, SENDER, process_tree, start_mailwright
+from bench.acceptance import smtp_source_argv
+from bench.targets import process_tree, start_mailwright
 
 
 def cpu_seconds(pid: int) -> float:
@@ -47,9 +47,7 @@ def one_run(python: str, messages: int, sessions: int) -> tuple[float, float]:
     with start_mailwright(python) as target:
         assert target.pid is not None and target.stored is not None
         cpu0, t0 = cpu_seconds(target.pid), time.monotonic()
-        argv = [SMTP_SOURCE, "-s", str(sessions), "-m", str(messages), "-l", "1024", "-f", SENDER]
-        argv += ["-t", RCPT, "-M", "client.bench.test", f"127.0.0.1:{target.port}"]
-        subprocess.run(argv, check=True, timeout=600)
+        subprocess.run(smtp_source_argv(target.port, sessions, messages, keep=False), check=True, timeout=600)
         elapsed, cpu = time.monotonic() - t0, cpu_seconds(target.pid) - cpu0
         stored = target.stored()
         if stored != messages:

@@ -17,6 +17,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _run_in_repo(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run a bench command from the repository root; it must exit 0."""
+    res = subprocess.run(
+        argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res
+
+
 def _table(out: str) -> tuple[list[str], list[list[str]]]:
     lines = [ln for ln in out.splitlines() if ln.startswith("| ")]
     # The main table ends where the client and end-to-end tables begin.
@@ -28,15 +37,7 @@ def _table(out: str) -> tuple[list[str], list[list[str]]]:
 
 
 def test_smoke_run_measures_mailwright_and_smtp_sink() -> None:
-    res = subprocess.run(
-        ["bash", "bench/run", "--smoke", "--no-readme"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        stdin=subprocess.DEVNULL,
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    res = _run_in_repo(["bash", "bench/run", "--smoke", "--no-readme"], timeout=180)
     header, rows = _table(res.stdout)
     # The end-to-end table: Postfix relayed every message to smtp-sink (its log says so).
     relayed = [ln for ln in res.stdout.splitlines() if ln.startswith("| Postfix (real queue, default")]
@@ -75,15 +76,8 @@ def test_smoke_run_measures_mailwright_and_smtp_sink() -> None:
 def test_ab_tool_runs_pairs_of_the_same_build() -> None:
     """`python3 -m bench.ab` (interleaved A/B of two builds), here with this build on both
     sides: each run stores every message (the tool exits non-zero otherwise) and reports."""
-    res = subprocess.run(
-        [sys.executable, "-m", "bench.ab", "--other", sys.executable, "--pairs", "1", "--messages", "200"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    argv = [sys.executable, "-m", "bench.ab", "--other", sys.executable, "--pairs", "1", "--messages", "200"]
+    res = _run_in_repo(argv, timeout=120)
     medians = [ln for ln in res.stdout.splitlines() if " median: " in ln]
     assert [ln.split()[0] for ln in medians] == ["this", "other"], res.stdout
     for line in medians:

@@ -305,10 +305,15 @@ SESSION = (
 )
 
 
-def _run(pieces: list[bytes]) -> tuple[list[str], list[bytes], list[str]]:
-    settings = ServerSettings(
-        hostname="mx.test", max_message_size=100_000, tls_active=True, auth_mechanisms=("PLAIN",)
-    )
+SESSION_SETTINGS = ServerSettings(
+    hostname="mx.test", max_message_size=100_000, tls_active=True, auth_mechanisms=("PLAIN",)
+)
+
+
+def _run(
+    pieces: list[bytes], settings: ServerSettings = SESSION_SETTINGS
+) -> tuple[list[str], list[bytes], list[str]]:
+    """Replies, messages and events (but body chunks) of one session fed in these pieces."""
     h = Harness(settings)
     replies = [line for piece in pieces for line in h.send(piece)]
     # How a body arrives in chunks depends on the reads; every other event must not.
@@ -411,12 +416,10 @@ def test_any_session_reads_the_same_however_its_octets_are_split(
     )
 
     def run(pieces: list[bytes]) -> tuple[list[str], list[bytes], list[str]]:
-        h = Harness(settings)
-        replies = [line for piece in pieces for line in h.send(piece)]
-        events = [type(e).__name__ for e in h.events if not isinstance(e, ev.BodyChunk)]
+        replies, messages, events = _run(pieces, settings)
         # A message refused for two reasons (a bare LF and an over-long line) names the first
         # one seen, which can depend on the reads; its code and status do not.
-        return [r[:9] if r.startswith("550 5.6.0") else r for r in replies], h.messages, events
+        return [r[:9] if r.startswith("550 5.6.0") else r for r in replies], messages, events
 
     assert run(pieces) == run([wire])
 
