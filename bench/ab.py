@@ -19,36 +19,23 @@ Not part of `bash bench/run`, and not a test.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
 import time
 
 from bench.acceptance import smtp_source_argv
-from bench.targets import process_tree, start_mailwright
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of `pid` and its descendants (the master and its workers)."""
-    ticks = 0
-    for each in process_tree(pid):
-        try:
-            with open(f"/proc/{each}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited between listing and reading
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
+from bench.cpu import tree_cpu_seconds
+from bench.targets import start_mailwright
 
 
 def one_run(python: str, messages: int, sessions: int) -> tuple[float, float]:
     """(msg/s, server CPU µs per message) for one fresh server of the build behind `python`."""
     with start_mailwright(python) as target:
         assert target.pid is not None and target.stored is not None
-        cpu0, t0 = cpu_seconds(target.pid), time.monotonic()
+        cpu0, t0 = tree_cpu_seconds(target.pid), time.monotonic()
         subprocess.run(smtp_source_argv(target.port, sessions, messages, keep=False), check=True, timeout=600)
-        elapsed, cpu = time.monotonic() - t0, cpu_seconds(target.pid) - cpu0
+        elapsed, cpu = time.monotonic() - t0, tree_cpu_seconds(target.pid) - cpu0
         stored = target.stored()
         if stored != messages:
             raise SystemExit(f"{python}: {stored} of {messages} messages stored")

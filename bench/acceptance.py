@@ -15,6 +15,10 @@ latency percentiles over all probe samples of all runs together.
 Afterwards the target's store is counted when it has one: every smtp-source message and every
 probe transaction that got its 250 must be there.
 
+Around the smtp-source runs, `bench.cpu` reads the server's CPU time (reported per message it
+handled, probe transactions included) and how the machine's cores spent the time: a target that
+leaves CPU time idle is limited by something else (`bench.cpu` says what).
+
 Not responsible for: starting the target (the suite does, fresh for each mode) or formatting.
 """
 
@@ -29,9 +33,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import MachineCPU, tree_cpu_seconds
 from bench.targets import RCPT, REPO, SENDER, Target
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
+# A run's own figures, which `combine` replaces with totals or medians (or leaves in "runs").
+_PER_RUN = (
+    "probe_durations_ms", "stored", "stored_expected",
+    "server_cpu_seconds", "server_cpu_us_per_msg", "machine_cpu",
+)  # fmt: skip
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -95,6 +105,9 @@ def run(
             ready_by = time.monotonic() + 30
             while not ready_file.exists() and probe.poll() is None and time.monotonic() < ready_by:
                 time.sleep(0.01)
+            pid = target.pid
+            server_cpu = tree_cpu_seconds(pid) if pid is not None else None
+            machine = MachineCPU()
             for argv in runs:
                 start = time.perf_counter()
                 try:
@@ -108,6 +121,9 @@ def run(
                     break
                 if res.stderr.strip():
                     result.setdefault("warnings", []).append(res.stderr.strip()[-300:])
+            result["machine_cpu"] = machine.split()
+            if pid is not None and server_cpu is not None:
+                result["server_cpu_seconds"] = tree_cpu_seconds(pid) - server_cpu
         finally:
             stop_file.touch()
             try:
@@ -133,6 +149,8 @@ def run(
         result["error"] = "; ".join(errors)
         return result
     result["msg_per_s"] = total / seconds
+    if "server_cpu_seconds" in result:
+        result["server_cpu_us_per_msg"] = result["server_cpu_seconds"] / (total + len(durations)) * 1e6
     if target.stored is not None:
         expected = total + len(durations)
         stored = target.stored()
@@ -150,8 +168,10 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if failed:
         return {**failed[0], "runs": runs}
     rates = sorted(r["msg_per_s"] for r in runs)
+    cpu = [r["server_cpu_us_per_msg"] for r in runs if "server_cpu_us_per_msg" in r]
+    shares = [r["machine_cpu"] for r in runs if "machine_cpu" in r]
     durations = [d / 1000 for r in runs for d in r["probe_durations_ms"]]
-    out = {k: v for k, v in runs[0].items() if k not in ("probe_durations_ms", "stored", "stored_expected")}
+    out = {k: v for k, v in runs[0].items() if k not in _PER_RUN}
     out.update(
         msg_per_s=statistics.median(rates),
         msg_per_s_runs=[r["msg_per_s"] for r in runs],
@@ -162,6 +182,11 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         runs=[{k: v for k, v in r.items() if k != "probe_durations_ms"} for r in runs],
         probe_durations_ms=[d for r in runs for d in r["probe_durations_ms"]],
     )
+    if len(cpu) == len(runs):
+        out["server_cpu_us_per_msg"] = statistics.median(cpu)
+    if len(shares) == len(runs):
+        out["machine_cpu"] = {k: statistics.median(s[k] for s in shares) for k in shares[0]}
+        out["machine_idle_pct"] = out["machine_cpu"]["idle"] * 100
     if all("stored" in r for r in runs):
         out["stored"] = sum(r["stored"] for r in runs)
         out["stored_expected"] = sum(r["stored_expected"] for r in runs)

@@ -2,11 +2,12 @@
 
 The main table has one row per figure and the columns: mailwright, each peer, then mailwright/peer
 for each peer.  A ratio is mailwright's figure divided by the peer's, whatever the unit: above 1
-means more msg/s or MB/s (better) but also more milliseconds or MiB (worse).  A cell says "error"
-when that measurement failed (the notes say why) and "—" when it was not measured.  The client
-table (Python SMTP clients sending to smtp-sink) has one row per client and way of using it, the
-end-to-end table one row per relaying server, the DKIM table one row per signer and algorithm;
-mailwright's rows come first.
+means more msg/s or MB/s (better) but also more milliseconds, µs of CPU or MiB (worse); the
+machine's idle share during a run has no ratio.  A cell says "error" when that measurement
+failed (the notes say why) and "—" when it was not measured.  The client table (Python SMTP
+clients sending to smtp-sink) has one row per client and way of using it, the end-to-end table
+one row per relaying server, the DKIM table one row per signer and algorithm; mailwright's rows
+come first.
 
 Invariant: the README is changed only between `<!-- bench:start -->` and `<!-- bench:end -->`
 (the section is appended, with its markers, when they are missing).
@@ -34,6 +35,8 @@ HEADINGS = {
 PEERS = TARGETS[1:]
 SECTIONS = ("acceptance", "idle", "large", "client", "end-to-end", "dkim")  # where results (and errors) live
 SHORT = {"postfix": "Postfix", "aiosmtpd": "aiosmtpd", "smtp-sink": "smtp-sink"}
+CPU, IDLE = "server_cpu_us_per_msg", "machine_idle_pct"  # from bench.acceptance.combine
+MACHINE_SHARES = ("user", "system", "interrupts", "idle", "steal")  # bench.cpu.MachineCPU.split
 
 Getter = Callable[[dict[str, Any]], float | None]
 
@@ -46,31 +49,37 @@ def _field(name: str, scale: float = 1.0) -> Getter:
     return get
 
 
-def rows(res: dict[str, Any]) -> list[tuple[str, str, Getter, str]]:
-    """(label, section, getter, number format) for every row of the table."""
+Row = tuple[str, str, Getter, str, bool]
+
+
+def rows(res: dict[str, Any]) -> list[Row]:
+    """(label, section, getter, number format, whether a ratio means anything) for every row of
+    the table."""
     p = res["parameters"]
     acc = f"{p['messages']:,} msgs of 1 KB, {p['sessions']} sessions"
-    out: list[tuple[str, str, Getter, str]] = []
+    out: list[Row] = []
     for mode, how in (
         ("new-conn", "new connection per message"),
         ("keep-conn", f"{p['per_conn']} per connection"),
     ):
         key = f"acceptance.{mode}"
         out += [
-            (f"{acc}, {how}: msg/s", key, _field("msg_per_s"), "{:,.0f}"),
-            (f"{acc}, {how}: transaction p50 (ms)", key, _field("latency_p50_ms"), "{:,.1f}"),
-            (f"{acc}, {how}: transaction p99 (ms)", key, _field("latency_p99_ms"), "{:,.1f}"),
+            (f"{acc}, {how}: msg/s", key, _field("msg_per_s"), "{:,.0f}", True),
+            (f"{acc}, {how}: transaction p50 (ms)", key, _field("latency_p50_ms"), "{:,.1f}", True),
+            (f"{acc}, {how}: transaction p99 (ms)", key, _field("latency_p99_ms"), "{:,.1f}", True),
+            (f"{acc}, {how}: server CPU per message (µs)", key, _field(CPU), "{:,.0f}", True),
+            (f"{acc}, {how}: machine idle during the run (%)", key, _field(IDLE), "{:,.0f}", False),
         ]
     idle = f"{p['idle_connections']:,} idle connections"
     out += [
-        (f"{idle}: server RSS (MiB)", "idle", _field("rss_kib", 1 / 1024), "{:,.1f}"),
-        (f"{idle}: greeting p50 (ms)", "idle", _field("greeting_p50_ms"), "{:,.2f}"),
-        (f"{idle}: greeting p99 (ms)", "idle", _field("greeting_p99_ms"), "{:,.2f}"),
+        (f"{idle}: server RSS (MiB)", "idle", _field("rss_kib", 1 / 1024), "{:,.1f}", True),
+        (f"{idle}: greeting p50 (ms)", "idle", _field("greeting_p50_ms"), "{:,.2f}", True),
+        (f"{idle}: greeting p99 (ms)", "idle", _field("greeting_p99_ms"), "{:,.2f}", True),
     ]
     big = f"{p['large_bytes'] / 1e6:,.0f} MB message"
     out += [
-        (f"{big}: MB/s", "large", _field("mb_per_s"), "{:,.1f}"),
-        (f"{big}: peak memory growth (MiB)", "large", _field("peak_growth_mib"), "{:,.1f}"),
+        (f"{big}: MB/s", "large", _field("mb_per_s"), "{:,.1f}", True),
+        (f"{big}: peak memory growth (MiB)", "large", _field("peak_growth_mib"), "{:,.1f}", True),
     ]
     return out
 
@@ -109,7 +118,7 @@ def _value(entry: dict[str, Any] | None, get: Getter) -> float | str:
 def table(res: dict[str, Any]) -> str:
     head = ["Benchmark", *(HEADINGS[t] for t in TARGETS), *(f"mailwright/{SHORT[p]}" for p in PEERS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
-    for label, key, get, fmt in rows(res):
+    for label, key, get, fmt, ratio in rows(res):
         section = _section(res, key)
         values = {t: _value(section.get(t), get) for t in TARGETS}
         cells = [label]
@@ -117,7 +126,7 @@ def table(res: dict[str, Any]) -> str:
         mw = values["mailwright"]
         for peer in PEERS:
             pv = values[peer]
-            ok = isinstance(mw, float) and isinstance(pv, float) and pv > 0
+            ok = ratio and isinstance(mw, float) and isinstance(pv, float) and pv > 0
             cells.append(f"{mw / pv:.2f}" if ok else "—")  # type: ignore[operator]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -182,6 +191,9 @@ def notes(res: dict[str, Any]) -> list[str]:
                 bits.insert(0, f"msg/s of the {len(r['msg_per_s_runs'])} runs {each} (median shown)")
             if "stored" in r:
                 bits.append(f"{r['stored']:,} messages in its store (expected {r['stored_expected']:,})")
+            if "machine_cpu" in r:
+                shares = "/".join(f"{r['machine_cpu'][k] * 100:.0f}" for k in MACHINE_SHARES)
+                bits.append(f"machine {'/'.join(MACHINE_SHARES)} {shares} %")
             if r.get("probe_error_count"):
                 bits.append(f"{r['probe_error_count']} probe errors, e.g. {r['probe_errors'][:1]}")
             out.append(f"acceptance {mode}, {name}: " + ", ".join(bits))
@@ -221,9 +233,13 @@ def notes(res: dict[str, Any]) -> list[str]:
     out.append(
         f"acceptance: median of {p['repeat']} runs, each on a fresh server; "
         "the other figures are from one run; ratios are mailwright ÷ peer: "
-        "above 1 is better for msg/s and MB/s, worse for ms and MiB; "
+        "above 1 is better for msg/s and MB/s, worse for ms, µs and MiB; "
         f"probe: up to {p['probe_count']} sequential connect→EHLO→MAIL→RCPT→DATA→250→QUIT "
-        "transactions while smtp-source runs"
+        "transactions while smtp-source runs; server CPU: user + system time of the server's "
+        "processes (and of the children they reaped) per message it handled, probe included; "
+        "machine: how both cores spent the smtp-source runs (medians over the runs), load "
+        "generator and probe included: idle time left over means the machine's CPU was not what "
+        "limited the target (its latency was, or one busy process)"
     )
     return out
 

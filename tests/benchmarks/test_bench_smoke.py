@@ -60,6 +60,17 @@ def test_smoke_run_measures_mailwright_and_smtp_sink() -> None:
     for row in msg_rows:
         assert float(row[mw].replace(",", "")) > 0, row
         assert float(row[sink].replace(",", "")) > 0, row
+    # The server's CPU per message (the sink's may round to 0 ticks at these counts), and the
+    # machine's idle share, which has no ratio.
+    cpu_rows = [r for r in rows if r[0].endswith("server CPU per message (µs)")]
+    idle_rows = [r for r in rows if r[0].endswith("machine idle during the run (%)")]
+    assert len(cpu_rows) == len(idle_rows) == 2, rows
+    for row in cpu_rows:
+        assert float(row[mw].replace(",", "")) > 0, row
+        assert float(row[sink].replace(",", "")) >= 0, row
+    for row in idle_rows:
+        assert 0 <= float(row[mw]) <= 100 and 0 <= float(row[sink]) <= 100, row
+        assert set(row[len(row) - 3 :]) == {"—"}, row
 
     raw = json.loads((REPO / "bench" / "results" / "smoke" / "latest.json").read_text())
     assert raw["smoke"] is True
@@ -71,6 +82,9 @@ def test_smoke_run_measures_mailwright_and_smtp_sink() -> None:
         assert run["messages"] == 400
         # Every message smtp-source and the probe got a 250 for is a row in mailwright's queue.db.
         assert run["stored"] == run["stored_expected"] >= 400, run
+        assert run["server_cpu_us_per_msg"] > 0, run
+        for each in run["runs"]:  # the medians over runs need not add up; each run's shares do
+            assert abs(sum(each["machine_cpu"].values()) - 1) < 1e-9, each
 
 
 def test_ab_tool_runs_pairs_of_the_same_build() -> None:
