@@ -28,6 +28,7 @@ from pathlib import Path
 from bench.targets import process_tree
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+SHARES = ("user", "system", "interrupts", "idle", "steal")  # the keys of `MachineCPU.split`, in order
 # /proc/PID/stat after the ")" that ends the command name: utime, stime, cutime, cstime.
 _UTIME, _STIME, _CUTIME, _CSTIME = 11, 12, 13, 14
 
@@ -59,11 +60,6 @@ class MachineCPU:
         user, nice, system, idle, iowait, irq, softirq, steal = (
             b - a for a, b in zip(self._before, _machine_ticks(), strict=True)
         )
-        total = max(1, user + nice + system + idle + iowait + irq + softirq + steal)
-        return {
-            "user": (user + nice) / total,
-            "system": system / total,
-            "interrupts": (irq + softirq) / total,
-            "idle": (idle + iowait) / total,
-            "steal": steal / total,
-        }
+        parts = (user + nice, system, irq + softirq, idle + iowait, steal)
+        total = max(1, sum(parts))
+        return {name: part / total for name, part in zip(SHARES, parts, strict=True)}

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import client, signing
+from bench.cpu import SHARES as MACHINE_SHARES
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 TARGETS = ["mailwright", "postfix", "aiosmtpd", "smtp-sink"]
@@ -36,7 +37,6 @@ PEERS = TARGETS[1:]
 SECTIONS = ("acceptance", "idle", "large", "client", "end-to-end", "dkim")  # where results (and errors) live
 SHORT = {"postfix": "Postfix", "aiosmtpd": "aiosmtpd", "smtp-sink": "smtp-sink"}
 CPU, IDLE = "server_cpu_us_per_msg", "machine_idle_pct"  # from bench.acceptance.combine
-MACHINE_SHARES = ("user", "system", "interrupts", "idle", "steal")  # bench.cpu.MachineCPU.split
 
 Getter = Callable[[dict[str, Any]], float | None]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,7 +27,8 @@ def test_a_reaped_child_still_counts(tmp_path: Path) -> None:
     must still be in the parent's tree, which then holds only the parent."""
     go, reaped = tmp_path / "go", tmp_path / "reaped"
     script = '"$0" -c "$1" "$2"; touch "$3"; sleep 30; true'  # bash has waited for the burner at the touch
-    parent = subprocess.Popen(["bash", "-c", script, sys.executable, BURN, str(go), str(reaped)])
+    argv = ["bash", "-c", script, sys.executable, BURN, str(go), str(reaped)]
+    parent = subprocess.Popen(argv, start_new_session=True)
     try:
         before = tree_cpu_seconds(parent.pid)
         go.touch()
@@ -35,7 +38,7 @@ def test_a_reaped_child_still_counts(tmp_path: Path) -> None:
         assert reaped.exists()
         assert tree_cpu_seconds(parent.pid) - before >= 0.5
     finally:
-        parent.kill()
+        os.killpg(parent.pid, signal.SIGKILL)  # bash and its sleep
         parent.wait()
 
 
