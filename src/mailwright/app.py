@@ -45,6 +45,10 @@ from mailwright.users.store import UserError, UserStore
 
 log = logging.getLogger("mailwright")
 
+# Connections the kernel holds for us while every worker is busy.  SMTP's server speaks first, so
+# an overflow is worse than a refusal: Linux drops the handshake's last ACK, later forgets the
+# half-open request, and the client waits for a greeting that never comes (Postfix's default is
+# 100; net.core.somaxconn caps it, 4096 on current kernels).
 LISTEN_BACKLOG = 1024
 
 
@@ -190,8 +194,10 @@ class Server:
                 self.servers.append(server)
             else:
                 for sock in self.sockets[index]:
+                    # The backlog again: uvloop calls listen() on a given socket too, with 100
+                    # unless told, which would shrink the queue the master made.
                     server = await loop.create_server(
-                        factory, sock=sock, ssl=tls, ssl_handshake_timeout=handshake
+                        factory, sock=sock, ssl=tls, ssl_handshake_timeout=handshake, backlog=LISTEN_BACKLOG
                     )
                     self.servers.append(server)
             if self.announce:

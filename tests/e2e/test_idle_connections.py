@@ -4,13 +4,20 @@
 (the default command time-out is 300 s, so none is closed).  A new client must still get its
 greeting fast and deliver a message, and the server's resident memory must stay bounded.
 
+A burst of connections that arrives while every worker is busy waits in the kernel's listen
+queue (1,024 places) and is greeted once a worker is free.  When that queue overflows, Linux drops
+the SYN or the handshake's last ACK, and an SMTP client, which waits for the server to speak
+first, can be left on a connection the server has forgotten: no greeting, ever.
+
 Not covered here: time-outs of idle connections (test_timeouts.py).
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import selectors
+import signal
 import smtplib
 import socket
 import time
@@ -22,6 +29,7 @@ import pytest
 import spawn
 
 from .conftest import QUEUED, RawSMTP, ServerFactory
+from .test_workers import worker_pids
 
 IDLE = 3000
 BATCH = 250  # connect in batches below the listen backlog (1024)
@@ -114,6 +122,53 @@ def test_3000_idle_connections(many_files: None, make_server: ServerFactory) -> 
             f"{during / 1024:.1f} MB with them open; greeting for a new client in {greeting * 1000:.1f} ms"
         )
         assert during < 300 * 1024, f"server RSS {during} KiB with {IDLE} idle connections"
+    finally:
+        for s in sockets:
+            s.close()
+
+
+BURST = 600  # well past uvloop's default backlog (100), well inside the configured 1,024
+
+
+def test_a_burst_waits_in_the_listen_queue(make_server: ServerFactory) -> None:
+    """With every process of the server stopped, nobody accepts: whatever completes its handshake
+    is held by the kernel's listen queue, whose size the server chose.  All of the burst must fit,
+    and all of it must be greeted once the server runs again."""
+    srv: spawn.SpawnedServer = make_server("burst")
+    assert srv.proc is not None
+    port = srv.ports["mx"]
+    stopped = [srv.proc.pid, *worker_pids(srv)]
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    sockets: list[socket.socket] = []
+    try:
+        sel = selectors.DefaultSelector()
+        for _ in range(BURST):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            sockets.append(s)
+            sel.register(s, selectors.EVENT_WRITE)
+        # A SYN the full queue dropped is sent again only after 1 s: count before that.
+        connected: set[socket.socket] = set()
+        deadline = time.monotonic() + 0.8
+        while len(connected) < BURST and time.monotonic() < deadline:
+            for key, _ in sel.select(timeout=0.1):
+                s = key.fileobj  # type: ignore[assignment]
+                assert isinstance(s, socket.socket)  # narrows the selector's key type
+                assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+                sel.unregister(s)
+                connected.add(s)
+        sel.close()
+        assert len(connected) == BURST, f"the listen queue held {len(connected)} of {BURST} connections"
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    try:
+        for s in sockets:
+            s.setblocking(True)
+            s.settimeout(10)
+            assert s.recv(512).startswith(b"220 "), "a queued connection got no greeting"
     finally:
         for s in sockets:
             s.close()
