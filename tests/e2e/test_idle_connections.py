@@ -130,11 +130,13 @@ def test_3000_idle_connections(many_files: None, make_server: ServerFactory) -> 
 BURST = 600  # well past uvloop's default backlog (100), well inside the configured 1,024
 
 
-def test_a_burst_waits_in_the_listen_queue(make_server: ServerFactory) -> None:
+@pytest.mark.parametrize("workers", [1, 2], ids=["one process", "master and 2 workers"])
+def test_a_burst_waits_in_the_listen_queue(make_server: ServerFactory, workers: int) -> None:
     """With every process of the server stopped, nobody accepts: whatever completes its handshake
     is held by the kernel's listen queue, whose size the server chose.  All of the burst must fit,
-    and all of it must be greeted once the server runs again."""
-    srv: spawn.SpawnedServer = make_server("burst")
+    and all of it must be greeted once the server runs again.  Both process models, since each
+    makes its listening sockets its own way (uvloop binds them, or the master does)."""
+    srv: spawn.SpawnedServer = make_server("burst", workers=workers)
     assert srv.proc is not None
     port = srv.ports["mx"]
     stopped = [srv.proc.pid, *worker_pids(srv)]
