@@ -29,6 +29,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "mailwright.queue.model",
     "mailwright.queue.spool",
     "mailwright.queue.committer",
+    "mailwright.queue.commit_log",
     "mailwright.limits.connections",
     "mailwright.prefork.wire",
     "mailwright.prefork.worker",

@@ -53,7 +53,8 @@ from mailwright.limits.connections import ConnectionLimits, ConnectionTable
 from mailwright.net.tls import ReloadableServerContext
 from mailwright.prefork import wire
 from mailwright.prefork.worker import MasterLink, RelayedAuthLimiter, RemoteQueueStore
-from mailwright.queue.committer import Job, log_committed
+from mailwright.queue.commit_log import CommitLog
+from mailwright.queue.committer import Job
 from mailwright.queue.spool import HandedOverBody
 from mailwright.queue.sqlite import SQLiteQueueStore
 from mailwright.users.store import UserStore
@@ -132,6 +133,7 @@ class Master:
         self.exit_code = 0
         self.announced = False
         self._wake_r = self._wake_w = -1  # the signal wake-up pipe, made by prepare()
+        self.commit_log = CommitLog()
 
     # -- start-up (before any fork) -------------------------------------------------------------
 
@@ -259,6 +261,7 @@ class Master:
             log.critical("the master failed; stopping (the workers stop with it)", exc_info=True)
             self.exit_code = EX_SOFTWARE
         finally:
+            self.commit_log.flush()
             self.store.close_writer_role()
             for group in self.sockets:
                 for sock in group:
@@ -279,6 +282,9 @@ class Master:
         times = list(self.restarts.values())
         if self.stopping:
             times.append(self.stop_deadline)
+        log_due = self.commit_log.due()
+        if log_due is not None:
+            times.append(log_due)
         return max(0.0, min(times) - now) if times else None
 
     def _turn(self) -> None:
@@ -302,7 +308,9 @@ class Master:
         for handle in self.workers.values():  # _send never adds or removes workers
             if handle.outbox:
                 self._send(handle)
-        log_committed(outcomes)
+        now = time.monotonic()
+        self.commit_log.add(outcomes, now)
+        self.commit_log.flush_due(now)
         self._handle_signals()
         self._restart_due()
         if self.stopping and self.workers and time.monotonic() >= self.stop_deadline:

@@ -114,29 +114,6 @@ def _insert_sql(head: str, row: str, rows: int) -> str:
 sqlite3.register_adapter(bytes, bytes)
 
 
-def log_committed(outcomes: list[Outcome]) -> None:
-    """One line per committed message, keyed by its queue id (Postfix's smtpd and qmgr lines in
-    one): what an operator greps for to answer "did it arrive?".  The writers call this after
-    handing the outcomes back, so no 250 waits for it.  A batch's lines go out as ONE record
-    (`log_format.LineFormatter` prefixes each line): a `logging` call per message cost more
-    than the rest of the writer's Python per message."""
-    if not log.isEnabledFor(logging.INFO):
-        return
-    lines = []
-    for job, queue_id, _ in outcomes:
-        if queue_id is None:
-            continue
-        env = job.envelope
-        tls = ", tls" if env.tls else ""
-        auth = f", auth={env.auth_user}" if env.auth_user else ""
-        lines.append(
-            f"{queue_id}: from=<{env.sender}>, size={job.body.size}, nrcpt={len(env.recipients)},"
-            f" client={env.helo or 'unknown'}[{env.client_ip}]{tls}{auth}"
-        )
-    if lines:
-        log.info("\n".join(lines))
-
-
 def sqlite_error(exc: sqlite3.Error) -> SMTPError:
     code = getattr(exc, "sqlite_errorcode", None)
     if (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "disk is full" in str(exc):

@@ -48,7 +48,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailwright.protocol.reply import R, SMTPError
-from mailwright.queue.committer import BatchCommitter, Job, Outcome, WriterStats, log_committed
+from mailwright.queue.commit_log import CommitLog
+from mailwright.queue.committer import BatchCommitter, Job, Outcome, WriterStats
 from mailwright.queue.model import (
     Envelope,
     MessageInfo,
@@ -294,8 +295,14 @@ class SQLiteQueueStore:
     def _run(self) -> None:
         last_batch = 0
         stopping = False
+        commit_log = CommitLog()
         while not stopping:
-            first = self._jobs.get()
+            due = commit_log.due()
+            try:
+                first = self._jobs.get(timeout=None if due is None else max(0.0, due - time.monotonic()))
+            except queue.Empty:
+                commit_log.flush_due(time.monotonic())
+                continue
             if first is None:
                 break
             batch = [first]
@@ -315,7 +322,10 @@ class SQLiteQueueStore:
             last_batch = len(batch)
             outcomes = self.committer.commit(batch)
             self._hand_back(outcomes)
-            log_committed(outcomes)
+            now = time.monotonic()
+            commit_log.add(outcomes, now)
+            commit_log.flush_due(now)
+        commit_log.flush()
         self.committer.close()
 
     def _hand_back(self, outcomes: list[Outcome]) -> None:
