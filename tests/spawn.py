@@ -230,3 +230,20 @@ def running_server(root: Path, **kwargs: object) -> Iterator[SpawnedServer]:
         yield server
     finally:
         server.stop()
+
+
+def wait_for_log(
+    srv: SpawnedServer, text: str, *, since: int = 0, timeout: float = 10.0, count: int = 1
+) -> str:
+    """Poll the server log (from byte offset `since`) until `text` appears on `count` lines (e.g.
+    once per worker process); return the last of them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with srv.log.open("rb") as f:
+            f.seek(since)
+            new = f.read().decode("utf-8", "replace")
+        found = [line for line in new.splitlines() if text in line]
+        if len(found) >= count:
+            return found[count - 1]
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not in server log:\n{srv.log.read_text(errors='replace')[-3000:]}")

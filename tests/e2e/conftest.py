@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import socket
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import spawn
 from mailwright.queue.sqlite import SQLiteQueueStore
+from spawn import wait_for_log as wait_for_log  # re-exported: the e2e tests import it from here
 
 QUEUED = re.compile(r"queued as (\S+)")
 
@@ -109,20 +109,3 @@ class RawSMTP:
 
 def log_size(srv: spawn.SpawnedServer) -> int:
     return srv.log.stat().st_size if srv.log.exists() else 0
-
-
-def wait_for_log(
-    srv: spawn.SpawnedServer, text: str, *, since: int = 0, timeout: float = 10.0, count: int = 1
-) -> str:
-    """Poll the server log (from byte offset `since`) until `text` appears on `count` lines (e.g.
-    once per worker process); return the last of them."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with srv.log.open("rb") as f:
-            f.seek(since)
-            new = f.read().decode("utf-8", "replace")
-        found = [line for line in new.splitlines() if text in line]
-        if len(found) >= count:
-            return found[count - 1]
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not in server log:\n{srv.log.read_text(errors='replace')[-3000:]}")

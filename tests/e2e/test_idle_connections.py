@@ -48,18 +48,26 @@ def many_files() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+def connect_many(
+    port: int, count: int, sockets: list[socket.socket], sel: selectors.BaseSelector, events: int
+) -> list[socket.socket]:
+    """Start `count` non-blocking connections, add them to `sockets` and register them in `sel`."""
+    started = []
+    for _ in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        sockets.append(s)
+        sel.register(s, events)
+        started.append(s)
+    return started
+
+
 def open_idle(port: int, count: int, sockets: list[socket.socket]) -> None:
     """Open `count` connections (non-blocking), reading the 220 greeting on each."""
     sel = selectors.DefaultSelector()
     try:
-        pending: dict[socket.socket, bytes] = {}
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setblocking(False)
-            s.connect_ex(("127.0.0.1", port))
-            sockets.append(s)
-            pending[s] = b""
-            sel.register(s, selectors.EVENT_READ)
+        pending = dict.fromkeys(connect_many(port, count, sockets, sel, selectors.EVENT_READ), b"")
         deadline = time.monotonic() + 30
         while pending:
             assert time.monotonic() < deadline, f"{len(pending)} connections got no greeting"
@@ -145,12 +153,7 @@ def test_a_burst_waits_in_the_listen_queue(make_server: ServerFactory, workers: 
     sockets: list[socket.socket] = []
     try:
         sel = selectors.DefaultSelector()
-        for _ in range(BURST):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setblocking(False)
-            s.connect_ex(("127.0.0.1", port))
-            sockets.append(s)
-            sel.register(s, selectors.EVENT_WRITE)
+        connect_many(port, BURST, sockets, sel, selectors.EVENT_WRITE)
         # A SYN the full queue dropped is sent again only after 1 s: count before that.
         connected: set[socket.socket] = set()
         deadline = time.monotonic() + 0.8

@@ -97,12 +97,8 @@ def test_starttls_auth_each_mechanism_queues_with_esmtpsa(
     stored = server.body(qid)
     # The operator's trace: one log line for the message, keyed by its queue id. The writer
     # gathers lines for up to 0.1 s (queue.commit_log), so it may come just after the 250.
-    deadline = time.monotonic() + 5
-    while True:
-        logged = [line for line in server.log.read_text().splitlines() if f" {qid}: " in line]
-        if logged or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
+    spawn.wait_for_log(server, f" {qid}: ", timeout=5)
+    logged = [line for line in server.log.read_text().splitlines() if f" {qid}: " in line]
     assert len(logged) == 1, logged
     assert f"{qid}: from=<{USER}>, size={len(stored)}, nrcpt=1, client=client.test[127.0.0.1]" in logged[0]
     assert logged[0].endswith(f", tls, auth={USER}"), logged[0]
