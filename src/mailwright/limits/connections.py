@@ -68,12 +68,21 @@ class ConnectionLimits:
         return 1 + (h & _MASK), 1 + BUCKETS + ((h >> 16) & _MASK)
 
     def admit(self, ip: str) -> bool:
+        # Plain loops: a generator expression is an object built and driven per call (compiled
+        # too), and this runs once per connection.
         c = self._counts
         rows = self._rows
-        if sum(c[r] for r in rows) >= self.total:
+        total = 0
+        for r in rows:
+            total += c[r]
+        if total >= self.total:
             return False
         b1, b2 = self._buckets(ip)
-        if min(sum(c[r + b1] for r in rows), sum(c[r + b2] for r in rows)) >= self.per_ip:
+        n1 = n2 = 0
+        for r in rows:
+            n1 += c[r + b1]
+            n2 += c[r + b2]
+        if min(n1, n2) >= self.per_ip:
             return False
         mine = self._mine
         c[mine] += 1

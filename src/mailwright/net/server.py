@@ -85,7 +85,9 @@ class ServerContext:
         limits: ConnectionLimits,
         command_timeout: float,
         data_timeout: float,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        self.loop = loop  # the sessions' loop (None: each session looks it up)
         self.store = store
         self.relay = relay
         self.auth = auth
@@ -115,7 +117,9 @@ class SMTPSession:
     def __init__(self, ctx: ServerContext, listener: ListenerRuntime) -> None:
         self.ctx = ctx
         self.listener = listener
-        self.loop = asyncio.get_running_loop()
+        # The context's loop when it has one: get_running_loop() costs a getpid() system call
+        # on every call in CPython 3.11, and this runs once per connection.
+        self.loop = ctx.loop or asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.conn: ServerConnection | None = None
         self.peer_ip = "?"
@@ -231,15 +235,16 @@ class SMTPSession:
 
     def _update_reading(self) -> None:
         transport, conn = self.transport, self.conn
-        if transport is None or conn is None or transport.is_closing():
+        if transport is None or conn is None:
             return
         want = conn.wants_read and not self.write_paused
-        if want and self.reading_paused:
-            self.reading_paused = False
-            transport.resume_reading()
-        elif not want and not self.reading_paused:
-            self.reading_paused = True
-            transport.pause_reading()
+        # is_closing() last: a method call into uvloop, and most calls change nothing.
+        if want == self.reading_paused and not transport.is_closing():
+            self.reading_paused = not want
+            if want:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
 
     def _arm_timer(self) -> None:
         # A deadline, not a TimerHandle per read: one sweeper (ServerContext.sweep) checks
