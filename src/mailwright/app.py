@@ -153,7 +153,6 @@ class Server:
             limiter=limiter,
             sender_must_be_owned=cfg.auth.sender_must_be_owned,
         )
-        loop = asyncio.get_running_loop()
         self.ctx = ctx = ServerContext(
             store=self.store,
             relay=RelayPolicy(cfg.local_domains, cfg.relay_domains, hostname=cfg.hostname),
@@ -161,9 +160,9 @@ class Server:
             limits=limits,
             command_timeout=cfg.limits.command_timeout,
             data_timeout=cfg.limits.data_timeout,
-            loop=loop,
         )
         self.sweeper = asyncio.ensure_future(ctx.sweep())
+        loop = asyncio.get_running_loop()
         note = unprivileged_note(cfg)
         if note and self.announce:
             log.warning("%s", note)

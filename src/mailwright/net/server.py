@@ -85,9 +85,10 @@ class ServerContext:
         limits: ConnectionLimits,
         command_timeout: float,
         data_timeout: float,
-        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        self.loop = loop  # the sessions' loop (None: each session looks it up)
+        # Built inside the loop it serves.  Sessions take it from here: get_running_loop() costs
+        # a getpid() system call on every call in CPython 3.11, once per connection otherwise.
+        self.loop = asyncio.get_running_loop()
         self.store = store
         self.relay = relay
         self.auth = auth
@@ -101,11 +102,10 @@ class ServerContext:
 
         Sessions waiting on our own work (a commit, a password check) are not timed out.
         """
-        loop = asyncio.get_running_loop()
         interval = min(1.0, self.command_timeout / 4, self.data_timeout / 4)
         while True:
             await asyncio.sleep(interval)
-            now = loop.time()
+            now = self.loop.time()
             for session in [s for s in self.sessions if s.deadline < now and s.task is None]:
                 session._timed_out()
 
@@ -117,9 +117,7 @@ class SMTPSession:
     def __init__(self, ctx: ServerContext, listener: ListenerRuntime) -> None:
         self.ctx = ctx
         self.listener = listener
-        # The context's loop when it has one: get_running_loop() costs a getpid() system call
-        # on every call in CPython 3.11, and this runs once per connection.
-        self.loop = ctx.loop or asyncio.get_running_loop()
+        self.loop = ctx.loop
         self.transport: asyncio.Transport | None = None
         self.conn: ServerConnection | None = None
         self.peer_ip = "?"
