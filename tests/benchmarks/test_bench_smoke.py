@@ -96,3 +96,15 @@ def test_ab_tool_runs_pairs_of_the_same_build() -> None:
     assert [ln.split()[0] for ln in medians] == ["this", "other"], res.stdout
     for line in medians:
         assert float(line.split("median:")[1].split("msg/s")[0].replace(",", "")) > 0, line
+
+
+def test_commit_cost_tool_reports_each_batch_size() -> None:
+    """`python3 -m bench.commit_cost`: one line per batch size with a positive CPU figure and the
+    transactions it took (messages ÷ batch size, rounded up: the tool commits whole batches)."""
+    argv = [sys.executable, "-m", "bench.commit_cost", "--batches", "1,4", "--messages", "40"]
+    res = _run_in_repo(argv, timeout=120)
+    lines = res.stdout.splitlines()
+    assert [ln.split("batch")[1].split(":")[0].strip() for ln in lines] == ["1", "4"], res.stdout
+    for line, transactions in zip(lines, (40, 10), strict=True):
+        assert float(line.split("CPU")[1].split("µs")[0]) > 0, line
+        assert line.endswith(f" {transactions} transactions"), line

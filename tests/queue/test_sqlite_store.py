@@ -8,6 +8,7 @@ import re
 import sqlite3
 import time
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from queue_helpers import body_of, commit_bytes, envelope, read_all
 
 from mailwright.protocol.reply import R, SMTPError
 from mailwright.queue import sqlite as sqlite_mod
-from mailwright.queue.model import Envelope, Recipient, RecipientState
+from mailwright.queue.model import Envelope, Recipient, RecipientState, new_queue_id
 from mailwright.queue.sqlite import QueueLocked, SQLiteQueueStore
 
 
@@ -426,6 +427,63 @@ def test_free_space_reserve_refuses_with_452_and_keeps_nothing(tmp_path: Path) -
             store.committer.min_free = 0  # space "returns"
             queued = await commit_bytes(store, body_of(2000))
             assert [m.id for m in store.list_messages()] == [queued]
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_version_1_queue_is_migrated_and_keeps_its_mail(tmp_path: Path) -> None:
+    """Migration 2 drops the two secondary indexes of version 1; what is queued stays readable."""
+    old_id = new_queue_id(100.0)
+    db = sqlite3.connect(tmp_path / "queue.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.executescript(f"BEGIN; {sqlite_mod._MIGRATIONS[0]}; PRAGMA user_version = 1; COMMIT;")
+    db.execute(
+        "INSERT INTO messages (id, sender, received_at, size, body) VALUES (?, ?, ?, ?, ?)",
+        (old_id, "old@example.org", 100.0, 5, b"hello"),
+    )
+    db.execute(
+        "INSERT INTO recipients (message_id, idx, address) VALUES (?, 0, ?)", (old_id, "r@example.net")
+    )
+    db.close()
+
+    async def main() -> None:
+        store = SQLiteQueueStore(tmp_path)
+        try:
+            new_id = await commit_bytes(store, body_of(200), envelope())
+            assert [m.id for m in store.list_messages()] == [old_id, new_id]
+            assert read_all(store, old_id) == b"hello"
+            assert read_all(store, new_id) == body_of(200)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    db = sqlite3.connect(tmp_path / "queue.db")
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_mod.SCHEMA_VERSION == 2
+        named = db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex_%'"
+        ).fetchall()
+        assert named == []
+    finally:
+        db.close()
+
+
+def test_the_listing_is_in_order_of_arrival(tmp_path: Path) -> None:
+    """Without an index on received_at the listing still sorts by it. The eight arrivals share one
+    millisecond, so their queue ids (time prefix, random suffix) are in random order."""
+    arrivals = [100.0 + k / 10_000_000 for k in (5, 2, 7, 0, 3, 6, 1, 4)]
+
+    async def main() -> None:
+        store = SQLiteQueueStore(tmp_path)
+        try:
+            ids = {}
+            for when in arrivals:
+                ids[when] = await commit_bytes(store, body_of(100), replace(envelope(), received_at=when))
+            listed = store.list_messages()
+            assert [m.received_at for m in listed] == sorted(arrivals)
+            assert [m.id for m in listed] == [ids[when] for when in sorted(arrivals)]
         finally:
             await store.close()
 
