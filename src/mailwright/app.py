@@ -24,7 +24,6 @@ import socket
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import cast
 
 import uvloop
 
@@ -33,7 +32,7 @@ from mailwright.build_info import build_kind
 from mailwright.config.schema import Config, ListenerConfig, unprivileged_note
 from mailwright.limits.auth_failures import AuthFailureLimiter
 from mailwright.limits.connections import ConnectionLimits
-from mailwright.net.server import AuthBackend, ListenerRuntime, ServerContext, SMTPSession
+from mailwright.net.server import AuthBackend, ListenerRuntime, ServerContext, SessionFactory
 from mailwright.net.tls import ReloadableServerContext, TLSConfigError, ensure_self_signed
 from mailwright.policy.relay import RelayPolicy
 from mailwright.protocol.reply import R
@@ -175,10 +174,7 @@ class Server:
                 tls_context=self.tls.context,
                 add_missing_headers=lc.role != "mx",
             )
-
-            def factory(rt: ListenerRuntime = runtime) -> asyncio.BaseProtocol:
-                return cast(asyncio.BaseProtocol, SMTPSession(ctx, rt))  # see SMTPSession
-
+            factory = SessionFactory(ctx, runtime)
             tls = self.tls.context if implicit else None
             handshake = 30 if implicit else None
             if self.sockets is None:

@@ -1,7 +1,8 @@
 """The channel between the master process and its SMTP worker processes: frames and their contents.
 
 Each worker has one Unix stream socket (a `socketpair` made before the fork) to the master. Both
-directions carry frames: a 4-byte big-endian length, then a `marshal`-encoded list of records.
+directions carry frames: a 4-byte big-endian length, then a `marshal`-encoded list of records
+(format version 2).
 `marshal` because both ends are the same interpreter (forked) and it is the fastest codec for
 tuples of str/bytes/int/float/None; it never runs code, and nothing but our own forked processes
 can reach these sockets. One frame per event-loop turn carries everything that turn produced.
@@ -37,6 +38,10 @@ READY: Final = 4
 # 64 KiB inline bodies from at most a few thousand sessions per turn fit well below this.
 MAX_FRAME: Final = 512 * 1024 * 1024
 _HEADER: Final = 4
+# Format version 2, not the default 4: it has no back-references, so `dumps` keeps no hash table
+# of every object it writes (nor `loads` a list of every object it reads), and these records
+# share no object worth one. `loads` reads any version.
+_MARSHAL_VERSION: Final = 2
 
 ERRORS: dict[str, Reply] = {"full": R.STORAGE_FULL, "local": R.LOCAL_ERROR, "shutdown": R.SHUTTING_DOWN}
 
@@ -54,7 +59,7 @@ class FrameError(Exception):
 
 
 def encode(records: list[tuple[Any, ...]]) -> bytes:
-    payload = marshal.dumps(records)
+    payload = marshal.dumps(records, _MARSHAL_VERSION)
     return len(payload).to_bytes(_HEADER, "big") + payload
 
 
