@@ -86,14 +86,22 @@ class WriterStats:
     largest_batch: int = 0
 
 
-@dataclass(slots=True)
 class Job:
-    body: CommitBody
-    envelope: Envelope
-    id: str
-    ticket: Any  # the caller's handle for the outcome (a future, a worker's sequence number)
-    spool_name: str | None = None
-    settled: bool = False
+    """One message to make durable, and the caller's `ticket` for its outcome (a future, a
+    worker's sequence number).
+
+    A plain class rather than a dataclass: one is made for every message, and a dataclass's
+    generated `__init__` is interpreted Python even in a compiled module (3.9k instructions a
+    message with its deallocation, callgrind).
+    """
+
+    def __init__(self, body: CommitBody, envelope: Envelope, id: str, ticket: Any) -> None:
+        self.body = body
+        self.envelope = envelope
+        self.id = id
+        self.ticket = ticket
+        self.spool_name: str | None = None
+        self.settled = False
 
 
 Outcome = tuple[Job, str | None, SMTPError | None]  # (job, queue id, error): exactly one of the two set
