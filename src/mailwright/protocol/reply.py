@@ -31,7 +31,7 @@ def _enhanced_class(enhanced: str) -> int:
     """The class digit of a valid RFC 3463 code, else 0.
 
     Cached in a plain dict, not `functools.lru_cache`: replies are built per message, and calling
-    the cache's wrapper from compiled code cost 1.3k instructions, a dict lookup a tenth of that.
+    the cache's wrapper from compiled code cost 1.3k instructions, this function 0.4k (callgrind).
     Bounded: replies parsed from other servers may carry any code.
     """
     known = _class_of.get(enhanced)
@@ -97,7 +97,7 @@ class Reply:
         if len(self.lines) == 1:  # most replies, and one per message ("250 ... queued as"): no loop
             line = self.lines[0]
             body = f"{prefix}{line}".rstrip(" ") if line or prefix else ""
-            return f"{code} {body}\r\n".encode("utf-8")  # noqa: UP012  (mypyc: named, a direct call)
+            return f"{code} {body}\r\n".encode()
         out = []
         last = len(self.lines) - 1
         for i, line in enumerate(self.lines):

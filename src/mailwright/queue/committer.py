@@ -91,8 +91,8 @@ class Job:
     worker's sequence number).
 
     A plain class rather than a dataclass: one is made for every message, and a dataclass's
-    generated `__init__` is interpreted Python even in a compiled module (3.9k instructions a
-    message with its deallocation, callgrind).
+    generated `__init__` is interpreted Python even in a compiled module (2.4k instructions a
+    message, against 0.2k for this one, callgrind).
     """
 
     def __init__(self, body: CommitBody, envelope: Envelope, id: str, ticket: Any) -> None:
