@@ -29,13 +29,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.smtp_client import message
+from bench.targets import RCPT, SENDER
 from mailwright.queue.committer import Job
 from mailwright.queue.model import Envelope, Recipient, new_queue_id
 from mailwright.queue.spool import HandedOverBody
 from mailwright.queue.sqlite import SQLiteQueueStore
 
 WARM_UP = 300
-BODY = (b"Subject: bench\r\n\r\n" + b"y" * 76 + b"\r\n") * 13
+BODY = message(1024, SENDER, RCPT, "commit-cost")  # built as the suite's probe builds its 1 KB messages
 
 
 def one_size(batch: int, messages: int, parent: str | None) -> tuple[float, float, float, int]:
@@ -45,8 +47,8 @@ def one_size(batch: int, messages: int, parent: str | None) -> tuple[float, floa
     try:
         committer = store.committer
         env = Envelope(
-            "load@client.bench.test",
-            (Recipient("rcpt@bench.test"),),
+            SENDER,
+            (Recipient(RCPT),),
             client_ip="127.0.0.1",
             helo="client.bench.test",
             received_at=time.time(),
