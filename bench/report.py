@@ -226,7 +226,8 @@ def notes(res: dict[str, Any]) -> list[str]:
     v = res["versions"]
     out.append(
         f"machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['mem_total_gib']:.1f} GiB, Linux {m['kernel']}; "
-        f"Python {v['python']}, uvloop {v['uvloop']}, Postfix {v['postfix']}, aiosmtpd {v['aiosmtpd']}, "
+        f"Python {v['python']} ({v.get('python_path', '?')}), uvloop {v['uvloop']}, "
+        f"Postfix {v['postfix']}, aiosmtpd {v['aiosmtpd']}, "
         f"aiosmtplib {v['aiosmtplib']}, dkimpy {v.get('dkimpy', '?')}; "
         f"mailwright {v['mailwright']}"
     )

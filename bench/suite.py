@@ -119,6 +119,8 @@ def versions() -> dict[str, str]:
     modified = ", src modified" if dirty else ""
     return {
         "python": platform.python_version(),
+        # bench/run's venv links to the interpreter it was made from: name that one.
+        "python_path": os.path.realpath(sys.executable),
         "uvloop": dist("uvloop"),
         "postfix": postfix_instance.version(),
         "aiosmtpd": dist("aiosmtpd"),

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -85,6 +87,36 @@ def test_smoke_run_measures_mailwright_and_smtp_sink() -> None:
         assert run["server_cpu_us_per_msg"] > 0, run
         for each in run["runs"]:  # the medians over runs need not add up; each run's shares do
             assert abs(sum(each["machine_cpu"].values()) - 1) < 1e-9, each
+
+
+def test_run_refuses_an_unknown_interpreter() -> None:
+    """bench/run takes --interpreter for itself and says what it accepts, before installing anything."""
+    for args, said in ((["--interpreter", "bogus"], "not 'bogus'"), (["--interpreter"], "needs a value")):
+        res = subprocess.run(
+            ["bash", "bench/run", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+        assert res.returncode == 2, (res.stdout, res.stderr)
+        assert said in res.stderr and "system" in res.stderr and "current" in res.stderr, res.stderr
+
+
+@pytest.mark.slow
+def test_full_runs_default_builds_mailwright_for_the_system_python() -> None:
+    """What a full `bash bench/run` does by default, at smoke counts: mailwright built from this
+    tree into bench/.venv, made from /usr/bin/python3, and the suite run on that interpreter."""
+    only = ["--only", "new-conn,mailwright"]
+    res = _run_in_repo(["bash", "bench/run", "--interpreter", "system", "--smoke", *only, "--no-readme"], 900)
+    machine = next(ln for ln in res.stdout.splitlines() if ln.startswith("- machine:"))
+    assert "(/usr/bin/python3" in machine, machine
+    raw = json.loads((REPO / "bench" / "results" / "smoke" / "latest.json").read_text())
+    assert raw["versions"]["python_path"].startswith("/usr/bin/python3"), raw["versions"]
+    assert "compiled" in raw["versions"]["mailwright"], raw["versions"]
+    run = raw["acceptance"]["new-conn"]["mailwright"]
+    assert run["stored"] == run["stored_expected"] >= 400, run
 
 
 def test_ab_tool_runs_pairs_of_the_same_build() -> None:
