@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -49,3 +52,27 @@ def test_build_kind_names_what_was_imported() -> None:
     expected = {0: "pure Python", len(COMPILED_MODULES): "compiled"}.get(done)
     assert build_kind() == (expected or f"partly compiled ({done} of {len(COMPILED_MODULES)})")
     assert not is_compiled("mailwright.cli.main")  # never on the list: plain Python always
+
+
+@pytest.mark.skipif(PURE, reason="MAILWRIGHT_PURE_PYTHON=1: a pure-Python build was asked for")
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="objdump (binutils) is not installed")
+def test_compiled_functions_call_each_other_directly() -> None:
+    """setup.py builds with -fno-semantic-interposition: a call from one compiled function to
+    another (`CPyDef_*`, mypyc's runtime `CPy*`) is a direct call, not one through the PLT."""
+    spec = importlib.util.find_spec("mailwright__mypyc")
+    assert spec is not None and spec.origin is not None
+    listing = subprocess.run(
+        ["objdump", "-d", "--no-show-raw-insn", spec.origin],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    # Direct targets may be the compiler's clones (`CPyDef_f.isra.0`, `.part.0`, `.constprop.0`).
+    direct = re.findall(r"\bcall\s+[0-9a-f]+ <CPy[\w.]*>", listing)
+    through_plt = re.findall(r"\bcall\s+[0-9a-f]+ <CPy\w*@plt>", listing)
+    assert len(direct) > 1000, f"only {len(direct)} direct calls between compiled functions: a mypyc build?"
+    assert not through_plt, (
+        f"{len(through_plt)} calls between compiled functions go through the PLT, e.g. {through_plt[0]}. "
+        "Fix: build with -fno-semantic-interposition (setup.py), then pip install -e ."
+    )
