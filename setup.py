@@ -58,7 +58,7 @@ def extensions() -> list[Extension]:
         # the compiler must assume another library could interpose them: every call from one to
         # another went through the PLT and none was inlined (4,816 such calls in the build).
         # Nothing interposes them; the flag (CPython's own optimised builds use it for
-        # libpython) makes those calls direct: the server's CPU a message 3-4 % lower
+        # libpython) makes those calls direct: the server's CPU a message 2-4 % lower
         # (docs/architecture.md, round "Run 22"). tests/test_build.py holds it.
         ext.extra_compile_args = [*ext.extra_compile_args, "-fno-semantic-interposition"]
     return modules

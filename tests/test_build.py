@@ -1,4 +1,5 @@
-"""The build: the modules `setup.py` compiles with mypyc are the ones imported, and are current.
+"""The build: the modules `setup.py` compiles with mypyc are the ones imported, are current, and
+call each other directly (not through the PLT).
 
 An editable install (`pip install -e .`, as scripts/test does) compiles in place: the extension
 module sits beside its .py file and wins the import. Edit the .py afterwards and the old code
