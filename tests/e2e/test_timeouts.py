@@ -1,9 +1,10 @@
 """Idle time-outs (RFC 5321 4.5.3.2.7) and connection caps, seen from a client socket.
 
 A silent client gets "421 4.4.2" and the connection closes; a client that stalls inside DATA
-gets the same and nothing is queued; a client that keeps trickling data is not cut off, because
-the time-outs measure idleness, not total time.  With max_connections_per_ip = 3 the fourth
-concurrent connection from one address gets "421 4.7.0", while another address still gets in.
+gets the same and nothing is queued; a client that keeps trickling data, or keeps sending NOOP,
+is not cut off, because the time-outs measure idleness, not total time.  With
+max_connections_per_ip = 3 the fourth concurrent connection from one address gets "421 4.7.0",
+while another address still gets in.
 
 Not covered here: the exact default values (tests/config).
 """
@@ -70,6 +71,19 @@ def test_slow_but_steady_data_is_not_cut_off(timeout_server: spawn.SpawnedServer
     client.send(b".\r\n")
     code, text = client.reply()
     assert code == 250 and QUEUED.search(text), (code, text)
+    assert client.cmd("QUIT")[0] == 221
+    client.close()
+
+
+def test_a_client_that_keeps_sending_noop_is_not_cut_off(timeout_server: spawn.SpawnedServer) -> None:
+    # The time-out runs from our last reply, as in Postfix: any command answered restarts it.
+    client = RawSMTP(timeout_server.ports["mx"])
+    assert client.reply()[0] == 220
+    assert client.cmd("EHLO keepalive.test")[0] == 250
+    for _ in range(6):  # 6 x 0.4 s = 2.4 s, longer than command_timeout, never idle 1 s
+        time.sleep(0.4)
+        assert client.cmd("NOOP")[0] == 250
+    assert client.cmd("MAIL FROM:<keepalive@client.test>")[0] == 250
     assert client.cmd("QUIT")[0] == 221
     client.close()
 

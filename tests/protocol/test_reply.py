@@ -19,6 +19,7 @@ from mailwright.protocol.reply import Reply
         (Reply(250, None, ""), b"250 \r\n"),
         (Reply(250, "2.0.0", ""), b"250 2.0.0\r\n"),
         (Reply(221, "2.0.0", "bye  "), b"221 2.0.0 bye\r\n"),
+        (Reply(553, "5.1.7", "bad address <jos\u00e9@x>"), b"553 5.1.7 bad address <jos\xc3\xa9@x>\r\n"),
         (
             Reply(250, None, ("mx.test", "PIPELINING", "8BITMIME")),
             b"250-mx.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n",

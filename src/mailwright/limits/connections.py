@@ -2,8 +2,9 @@
 
 Postfix asks its anvil service on every connection (a round trip); here each worker owns one row of
 counters in an anonymous shared mapping made before the workers are forked, and reads everybody's
-rows to decide. Only the owner writes a row, so no lock is needed and a worker that dies can have
-its row cleared by the master (`ConnectionTable.clear`) without touching the others' counts.
+rows to decide. Only the owner writes a row, so no lock is needed, the owner keeps a private copy
+of its row to read from, and a worker that dies can have its row cleared by the master
+(`ConnectionTable.clear`) without touching the others' counts.
 
 Per-IP counts are a count-min sketch: each address increments one bucket in each of two rows of
 `BUCKETS` counters, chosen by Python's per-start randomised string hash (peers cannot aim for
@@ -50,7 +51,7 @@ class ConnectionTable:
 class ConnectionLimits:
     """Admission for one worker (row `slot` of `table`); see the module docstring."""
 
-    __slots__ = ("_counts", "_mine", "_rows", "per_ip", "total")
+    __slots__ = ("_counts", "_mine", "_others", "_own", "per_ip", "total")
 
     def __init__(self, total: int, per_ip: int, table: ConnectionTable | None = None, slot: int = 0) -> None:
         table = table or ConnectionTable(1)
@@ -59,8 +60,12 @@ class ConnectionLimits:
         self.total = total
         self.per_ip = per_ip
         self._counts = table.counts
-        self._rows = tuple(w * _ROW for w in range(table.workers))
         self._mine = slot * _ROW
+        self._others = tuple(w * _ROW for w in range(table.workers) if w != slot)
+        # This worker's own row, mirrored in a list. Only this process writes the row, so its own
+        # counts are read here, and the mapping is only written: an item of the shared memoryview
+        # costs ~500 instructions even compiled (index and value boxed), a list item a few dozen.
+        self._own: list[int] = self._counts[self._mine : self._mine + _ROW].tolist()
 
     @staticmethod
     def _buckets(ip: str) -> tuple[int, int]:
@@ -71,33 +76,42 @@ class ConnectionLimits:
         # Plain loops: a generator expression is an object built and driven per call (compiled
         # too), and this runs once per connection.
         c = self._counts
-        rows = self._rows
-        total = 0
-        for r in rows:
+        own = self._own
+        total = own[0]
+        for r in self._others:
             total += c[r]
         if total >= self.total:
             return False
         b1, b2 = self._buckets(ip)
-        n1 = n2 = 0
-        for r in rows:
-            n1 += c[r + b1]
-            n2 += c[r + b2]
-        if min(n1, n2) >= self.per_ip:
-            return False
-        mine = self._mine
-        c[mine] += 1
-        c[mine + b1] += 1
-        c[mine + b2] += 1
+        # Each sketch row sums to the total, so no address can be at its cap while the total is
+        # below it: the other rows' buckets are read only when the total has reached the cap.
+        if total >= self.per_ip:
+            n1, n2 = own[b1], own[b2]
+            for r in self._others:
+                n1 += c[r + b1]
+                n2 += c[r + b2]
+            if min(n1, n2) >= self.per_ip:
+                return False
+        self._add(b1, b2, 1)
         return True
 
     def release(self, ip: str) -> None:
         b1, b2 = self._buckets(ip)
-        c = self._counts
-        mine = self._mine
-        c[mine] -= 1
-        c[mine + b1] -= 1
-        c[mine + b2] -= 1
+        self._add(b1, b2, -1)
+
+    def _add(self, b1: int, b2: int, step: int) -> None:
+        # Written out: a loop over (0, b1, b2) would build and box a tuple on every call.
+        own, c, mine = self._own, self._counts, self._mine
+        n = own[0] + step
+        own[0] = n
+        c[mine] = n
+        n = own[b1] + step
+        own[b1] = n
+        c[mine + b1] = n
+        n = own[b2] + step
+        own[b2] = n
+        c[mine + b2] = n
 
     def open_here(self) -> int:
         """Connections this worker holds."""
-        return int(self._counts[self._mine])
+        return self._own[0]

@@ -92,9 +92,13 @@ class Reply:
         return self._wire
 
     def _render(self) -> bytes:
+        if len(self.lines) == 1 and self.enhanced:
+            line = self.lines[0]
+            if line and line[-1] != " ":  # one per message ("250 ... queued as"): one string, no strip
+                return f"{self.code} {self.enhanced} {line}\r\n".encode()
         code = str(self.code)
         prefix = f"{self.enhanced} " if self.enhanced else ""
-        if len(self.lines) == 1:  # most replies, and one per message ("250 ... queued as"): no loop
+        if len(self.lines) == 1:  # most replies: no loop
             line = self.lines[0]
             body = f"{prefix}{line}".rstrip(" ") if line or prefix else ""
             return f"{code} {body}\r\n".encode()

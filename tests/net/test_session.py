@@ -1,9 +1,12 @@
-"""The log line a session writes for operators when it refuses a sender or a recipient
-("NOQUEUE: reject:", as Postfix writes it).  The line per accepted message is the queue writer's
-(tests/queue/test_sqlite_store.py, and through a real server tests/interop/test_smtplib.py).
+"""Unit tests of `net.server.SMTPSession` alone: a stand-in transport records what is sent and a
+stand-in store takes nothing (real servers and clients are in tests/interop and tests/e2e).
 
-A unit test of `net.server.SMTPSession` alone: a stand-in transport records what is sent and a
-stand-in store takes nothing (real servers and clients are in tests/interop).
+- The log line a session writes for operators when it refuses a sender or a recipient
+  ("NOQUEUE: reject:", as Postfix writes it).  The line per accepted message is the queue
+  writer's (tests/queue/test_sqlite_store.py, and through a real server
+  tests/interop/test_smtplib.py).
+- Idle time-outs (RFC 5321 4.5.3.2) as the sweeper (`ServerContext.expire`) applies them, driven
+  with chosen clock readings; tests/e2e/test_timeouts.py measures them in real time.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ async def _session(store: Store, chunks: list[bytes]) -> tuple[SMTPSession, Tran
         ),
         limits=ConnectionLimits(10, 10),
         command_timeout=60,
-        data_timeout=60,
+        data_timeout=300,
     )
     listener = ListenerRuntime(
         name="mx:25", role="mx", settings=ServerSettings(hostname="mx.test"), tls_context=None,
@@ -101,3 +104,24 @@ def test_a_refused_recipient_gets_a_noqueue_line(caplog: pytest.LogCaptureFixtur
         "NOQUEUE: reject: RCPT from client.example[127.0.0.7]: 554 5.7.1 Relay access denied;"
         " from=<> to=<someone@example.org> listener=mx:25"
     ]
+
+
+def test_a_time_out_runs_from_the_last_complete_command_and_never_fires_early() -> None:
+    async def run() -> None:
+        session, transport = await _session(Store(), [b"EHLO client.example\r\n"])
+        ctx = session.ctx
+        ctx.expire(100.0)  # the first sweep after the EHLO starts its deadline: command_timeout
+        assert session.deadline == 160.0
+        ctx.expire(159.9)
+        assert not transport.closing
+        session.data_received(b"NOOP\r\n")
+        ctx.expire(161.0)  # past the old deadline, but a command came since: it moves instead
+        assert not transport.closing and session.deadline == 221.0
+        session.data_received(b"NOO")  # bytes of a line that never ends are no activity
+        ctx.expire(220.9)
+        assert not transport.closing
+        ctx.expire(221.1)
+        assert transport.closing
+        assert transport.sent[-1].startswith(b"421 4.4.2 "), transport.sent
+
+    asyncio.run(run())
