@@ -106,16 +106,28 @@ def test_a_refused_recipient_gets_a_noqueue_line(caplog: pytest.LogCaptureFixtur
     ]
 
 
-def test_a_time_out_runs_from_the_last_complete_command_and_never_fires_early() -> None:
+class Writer:
+    def write(self, data: bytes) -> None:
+        pass
+
+
+class BodyStore(Store):
+    """Opens a message (its body goes nowhere) but commits none."""
+
+    def open_message(self) -> Any:
+        return Writer()
+
+
+def test_a_time_out_runs_from_our_last_reply_and_never_fires_early() -> None:
     async def run() -> None:
         session, transport = await _session(Store(), [b"EHLO client.example\r\n"])
         ctx = session.ctx
-        ctx.expire(100.0)  # the first sweep after the EHLO starts its deadline: command_timeout
+        ctx.expire(100.0)  # the first sweep after the EHLO's reply starts its command_timeout
         assert session.deadline == 160.0
         ctx.expire(159.9)
         assert not transport.closing
         session.data_received(b"NOOP\r\n")
-        ctx.expire(161.0)  # past the old deadline, but a command came since: it moves instead
+        ctx.expire(161.0)  # past the old deadline, but a reply went out since: it moves instead
         assert not transport.closing and session.deadline == 221.0
         session.data_received(b"NOO")  # bytes of a line that never ends are no activity
         ctx.expire(220.9)
@@ -123,5 +135,22 @@ def test_a_time_out_runs_from_the_last_complete_command_and_never_fires_early() 
         ctx.expire(221.1)
         assert transport.closing
         assert transport.sent[-1].startswith(b"421 4.4.2 "), transport.sent
+
+    asyncio.run(run())
+
+
+def test_inside_data_the_data_time_out_runs_from_the_last_bytes() -> None:
+    async def run() -> None:
+        chunks = [b"EHLO client.example\r\n", b"MAIL FROM:<>\r\n", b"RCPT TO:<bob@mx.test>\r\n", b"DATA\r\n"]
+        session, transport = await _session(BodyStore(), chunks)
+        assert transport.sent[-1].startswith(b"354 ")
+        ctx = session.ctx
+        ctx.expire(100.0)  # after the 354: data_timeout, not command_timeout
+        assert session.deadline == 400.0
+        session.data_received(b"Subject: slow\r\n")  # no reply, but inside DATA any bytes count
+        ctx.expire(399.0)
+        assert session.deadline == 699.0
+        ctx.expire(699.5)
+        assert transport.closing and transport.sent[-1].startswith(b"421 4.4.2 ")
 
     asyncio.run(run())
