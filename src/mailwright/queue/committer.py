@@ -53,8 +53,8 @@ _MESSAGES_ROW: Final = "(?,?,?,?,?,NULLIF(?,''),?,?,?,NULLIF(?,''),?)"
 _RECIPIENTS_INSERT: Final = (
     "INSERT INTO recipients (message_id, idx, address, notify, orcpt, state, next_attempt) VALUES "
 )
-_RECIPIENTS_ROW: Final = "(?,?,?,NULLIF(?,''),NULLIF(?,''),?,?)"
-_QUEUED: Final = RecipientState.QUEUED.value  # an enum's .value is a Python-level property: read it once
+# The state of a new recipient is a literal: a bound parameter costs ~700 instructions.
+_RECIPIENTS_ROW: Final = f"(?,?,?,NULLIF(?,''),NULLIF(?,''),'{RecipientState.QUEUED.value}',?)"
 _ROWS_PER_INSERT: Final = 256  # 11 columns x 256 rows stays far below SQLite's 32,766 variables
 
 
@@ -117,9 +117,9 @@ def _insert_sql(head: str, row: str, rows: int) -> str:
 # adaptation protocol, whose failed lookup of `PrepareProtocol.__adapt__` raises and clears an
 # AttributeError every time: 16k instructions per message in the queue writer, more than the
 # SQLite inserts themselves.  So optional text columns travel as '' and become NULL in SQL
-# (NULLIF: none of them can be empty), and bytes are registered to adapt to themselves
-# (`bytes(b)` returns `b`), which the lookup finds first.  Nothing binds differently.
-sqlite3.register_adapter(bytes, bytes)
+# (NULLIF: none of them can be empty), and an inline body is bound as a bytearray: its copy
+# (at most 64 KiB) costs less than even a registered adapter's call (1.8k instructions for
+# 1 KB, callgrind).  Both are stored exactly as before (TEXT, NULL, BLOB).
 
 
 def sqlite_error(exc: sqlite3.Error) -> SMTPError:
@@ -244,13 +244,14 @@ class BatchCommitter:
         recipients: list[tuple[Any, ...]] = []
         for job in jobs:
             env = job.envelope
-            body = None if job.spool_name else job.body.inline_body
+            inline = None if job.spool_name else job.body.inline_body
+            body = None if inline is None else bytearray(inline)
             messages.append(
                 (job.id, env.sender, env.mail_params, env.client_ip, env.helo, env.auth_user or "",
                  int(env.tls), env.received_at, job.body.size, job.spool_name or "", body)
             )  # fmt: skip
             recipients.extend(
-                (job.id, i, r.address, r.notify or "", r.orcpt or "", _QUEUED, env.received_at)
+                (job.id, i, r.address, r.notify or "", r.orcpt or "", env.received_at)
                 for i, r in enumerate(env.recipients)
             )
         try:
