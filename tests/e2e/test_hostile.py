@@ -9,9 +9,10 @@ descriptors from /proc/PID/fd.
 
 The bounds checked are the ones promised by mailwright.protocol.server and mailwright.net.server:
 command lines are discarded past their limit and answered 500 5.5.2; at most MAX_PENDING unparsed
-octets are held and reading pauses while the peer does not read replies; idle time-outs answer
-421 4.4.2; DATA ends only at a real <CRLF>.<CRLF> (bare LF refuses the message with 550 5.6.0);
-the size limit is inclusive and the next octet gets 552 5.3.4.
+octets are held and reading pauses while the peer does not read replies; past 100 junk commands
+(NOOP, RSET, VRFY, HELP) each counts as an error and 20 errors end the session with 421 4.7.0;
+idle time-outs answer 421 4.4.2; DATA ends only at a real <CRLF>.<CRLF> (bare LF refuses the
+message with 550 5.6.0); the size limit is inclusive and the next octet gets 552 5.3.4.
 
 Not covered here: plain time-outs and connection caps (test_timeouts.py), crash safety
 (test_durability.py), protocol rules in isolation (tests/protocol).
@@ -153,13 +154,15 @@ def test_ten_megabyte_command_line_is_refused_in_bounded_memory(make_server: Ser
 # -- 2. pipelined flood, replies never read -------------------------------------------------
 
 
-def test_noop_flood_without_reading_replies_is_backpressured(make_server: ServerFactory) -> None:
+def test_command_flood_without_reading_replies_is_backpressured(make_server: ServerFactory) -> None:
+    # EHLO, not NOOP: past the junk-command limit a NOOP flood is cut off (the test below),
+    # and this one is about the replies nobody reads. Each EHLO is answered with ~200 octets.
     srv = make_server("flood")
     assert_healthy(srv)
     before = rss(srv)
     sock = socket.create_connection(("127.0.0.1", srv.ports["mx"]), timeout=5)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # we never read: keep this small
-    flood = b"NOOP\r\n" * 100_000
+    flood = b"EHLO flood.test\r\n" * 100_000
     sock.settimeout(5.0)
     try:
         sock.sendall(flood)
@@ -168,13 +171,13 @@ def test_noop_flood_without_reading_replies_is_backpressured(make_server: Server
         flood_sent = False  # the server stopped reading before all of it: backpressure already
     time.sleep(0.5)  # let the server chew on what it has
     growth = peak_rss(srv) - before
-    assert growth < 50 * MiB, f"RSS grew by {growth / MiB:.1f} MiB for 100,000 unread NOOPs"
+    assert growth < 50 * MiB, f"RSS grew by {growth / MiB:.1f} MiB for 100,000 unread EHLOs"
 
     # Keep pushing: if the server honours backpressure, our send blocks long before 64 MB,
     # however large the kernel's socket buffers are.
     sent = len(flood) if flood_sent else 0
     blocked = not flood_sent
-    burst = b"NOOP\r\n" * 50_000
+    burst = b"EHLO flood.test\r\n" * 20_000
     sock.setblocking(False)
     deadline = time.monotonic() + 15
     while not blocked and sent < 64 * MiB and time.monotonic() < deadline:
@@ -184,10 +187,24 @@ def test_noop_flood_without_reading_replies_is_backpressured(make_server: Server
             # Full: wait a little in case the server is merely slow, then call it blocked.
             _, writable, _ = select.select([], [sock], [], 1.0)
             blocked = not writable
-    assert blocked, f"sent {sent / MiB:.1f} MiB of NOOPs without the server ever pushing back"
+    assert blocked, f"sent {sent / MiB:.1f} MiB of EHLOs without the server ever pushing back"
     growth = peak_rss(srv) - before
     assert growth < 50 * MiB, f"RSS grew by {growth / MiB:.1f} MiB under a reply-less flood"
     sock.close()
+    assert_healthy(srv)
+
+
+def test_a_noop_flood_ends_at_the_junk_command_limit(make_server: ServerFactory) -> None:
+    # Postfix's smtpd_junk_command_limit (100) and hard error limit (20): every reply restarts
+    # the idle time-out, so keepalives alone must not hold a connection for ever.
+    srv = make_server("junk")
+    sock = socket.create_connection(("127.0.0.1", srv.ports["mx"]), timeout=10)
+    sock.sendall(b"EHLO junk.test\r\n" + b"NOOP\r\n" * 200)
+    closed, data = drain_until_closed(sock, 10.0)
+    sock.close()
+    assert closed, data[-200:]
+    finals = [line[:9] for line in data.decode().split("\r\n") if line[3:4] == " "]
+    assert finals == ["220 mx.te", "250 CHUNK"] + ["250 2.0.0"] * 120 + ["421 4.7.0"], finals[-3:]
     assert_healthy(srv)
 
 

@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 
 from mailwright.protocol import events as ev
 from mailwright.protocol.reply import Reply
-from mailwright.protocol.server import _ALLOWED, MAX_AUTH, MAX_PENDING, ServerConnection, ServerSettings
+from mailwright.protocol.server import (
+    _ALLOWED,
+    MAX_AUTH,
+    MAX_ERRORS,
+    MAX_JUNK,
+    MAX_PENDING,
+    ServerConnection,
+    ServerSettings,
+)
 
 BASE = ServerSettings(hostname="mx.test", max_message_size=10_000, max_recipients=3, tls_available=True)
 
@@ -231,6 +239,30 @@ def test_too_many_errors_closes_with_421() -> None:
     assert h.send(b"NOOP\r\n") == []
 
 
+def test_junk_commands_past_the_limit_count_as_errors() -> None:
+    # As Postfix's smtpd_junk_command_limit: each NOOP (RSET, VRFY, HELP) past MAX_JUNK is
+    # answered as usual and also counts as an error, so MAX_ERRORS more end the session.
+    h = Harness()
+    h.send(b"EHLO c.test\r\n")
+    before = MAX_JUNK + MAX_ERRORS - 1
+    assert h.send(b"NOOP\r\n" * (before - 1) + b"RSET\r\n") == ["250 2.0.0 OK"] * (before - 1) + [
+        "250 2.0.0 Reset OK"
+    ]
+    assert not h.conn.closed and h.conn.errors == MAX_ERRORS - 1
+    replies = h.send(b"HELP\r\n")
+    assert replies[0].startswith("214") and replies[-1].startswith("421 4.7.0"), replies
+    assert h.conn.closed
+
+
+def test_an_accepted_message_resets_the_junk_count() -> None:
+    h = Harness()
+    h.send(b"EHLO c.test\r\n" + b"NOOP\r\n" * MAX_JUNK)
+    h.send(b"MAIL FROM:<a@c.test>\r\nRCPT TO:<b@mx.test>\r\nDATA\r\nhi\r\n.\r\n")
+    assert h.messages == [b"hi\r\n"]
+    h.send(b"NOOP\r\n" * MAX_JUNK)
+    assert h.conn.errors == 0 and not h.conn.closed
+
+
 def test_receive_buffer_is_bounded_while_paused() -> None:
     h = Harness()
     h.conn.receive_data(b"EHLO c.test\r\n" + b"NOOP\r\n" * (MAX_PENDING // 6 + 1))
@@ -286,7 +318,9 @@ def test_body_round_trips_through_any_split(body: bytes, cuts: list[int]) -> Non
 # a SASL response over the AUTH limit, more pipelined commands than the engine decodes at once
 # (16 KiB), over-long lines (one ended by a bare LF, one spanning several of those reads), a
 # bare LF in a command, an unknown verb.
-NOOPS = 3000
+# 40 NOOPs with 480-octet arguments (a NOOP may carry one) pass 16 KiB while staying below the
+# junk-command limit (MAX_JUNK), which a session of bare NOOPs would reach first.
+NOOPS = 40
 SESSION = (
     b"EHLO c.test\r\nMAIL FROM:<a@c.test>\r\nRCPT TO:<x@mx.test>\r\nDATA\r\n"
     b"Subject: one\r\n\r\n..dot\r\nDATA\r\n.\r\n"
@@ -295,7 +329,7 @@ SESSION = (
     + b"AUTH PLAIN\r\n"
     + b"A" * (MAX_AUTH + 3000)  # read whole or, cut late enough, dropped as it arrives
     + b"\r\n"
-    + b"NOOP\r\n" * NOOPS
+    + (b"NOOP " + b"n" * 480 + b"\r\n") * NOOPS
     + b"NOOP "
     + b"y" * (MAX_AUTH + 3000)  # too long, and ended by a bare LF
     + b"\n"

@@ -54,6 +54,7 @@ MAX_MAIL_RCPT: Final = 2048  # room for the RFC 1869 / 3461 / 4954 parameter ext
 MAX_AUTH: Final = 12288  # RFC 4954 4: AUTH lines and SASL responses
 MAX_PENDING: Final = 256 * 1024
 MAX_ERRORS: Final = 20  # as Postfix's smtpd_hard_error_limit
+MAX_JUNK: Final = 100  # as Postfix's smtpd_junk_command_limit: see _count_junk
 _REFILL: Final = 16 * 1024  # > MAX_AUTH: a full command line always fits in one refill
 _NO_MAIL_PARAMS: Final = MailParams()  # frozen: one shared value for "no transaction"
 
@@ -163,6 +164,7 @@ class ServerConnection:
         self.mail_params = _NO_MAIL_PARAMS
         self.recipient_count = 0
         self.errors = 0
+        self.junk = 0  # NOOP, RSET, VRFY and HELP since the last message accepted
         self._in = bytearray()  # received octets not yet looked at
         # Command-mode input taken from _in, decoded as Latin-1 (one character per octet, see
         # framing.take_line); _text[_tpos:] comes before whatever _in holds.  Empty whenever
@@ -243,6 +245,7 @@ class ServerConnection:
             self._queue(reply or R.RCPT_OK)
         elif isinstance(event, ev.EndOfData):
             self._reset_transaction()
+            self.junk = 0  # as Postfix: "The junk command count is reset after mail is delivered"
             self._queue(reply or R.OK)
         elif isinstance(event, ev.AuthAttempt):
             self.authenticated = event.credentials.authzid or event.credentials.authcid
@@ -303,6 +306,18 @@ class ServerConnection:
         """Queue an error reply and count it; past MAX_ERRORS the session ends (a prober or a
         confused peer, as Postfix's hard error limit: refused RCPTs count too)."""
         self._queue(reply)
+        self._count_error()
+
+    def _count_junk(self) -> None:
+        """NOOP, RSET, VRFY and HELP cost a client nothing and each restarts its idle time-out,
+        so past MAX_JUNK of them since the last accepted message each also counts as an error
+        (its reply stays the same): a client cannot hold a connection for ever with them alone.
+        Postfix counts NOOP, VRFY, ETRN and RSET; HELP is answered here, so it counts too."""
+        self.junk += 1
+        if self.junk > MAX_JUNK:
+            self._count_error()
+
+    def _count_error(self) -> None:
         self.errors += 1
         if self.errors >= MAX_ERRORS and self.state is not State.CLOSED:
             bye = Reply(421, "4.7.0", f"{self.settings.hostname} Too many errors, closing connection")
@@ -627,17 +642,21 @@ class ServerConnection:
             self._emit(ev.TransactionReset())
         self._reset_transaction()
         self._queue(R.RESET)
+        self._count_junk()
 
     def _cmd_noop(self, arg: str) -> None:
         self._queue(R.NOOP)
+        self._count_junk()
 
     def _cmd_help(self, arg: str) -> None:
         self._queue(R.HELP)
+        self._count_junk()
 
     def _cmd_vrfy(self, arg: str) -> None:
         if not arg.strip():
             raise SMTPError(Reply(501, "5.5.4", "Syntax: VRFY address"))
         self._queue(R.VRFY)
+        self._count_junk()
 
     def _cmd_expn(self, arg: str) -> None:
         self._queue(Reply(502, "5.5.1", "EXPN is disabled"))
