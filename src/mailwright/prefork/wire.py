@@ -122,5 +122,6 @@ def pack_envelope(env: Envelope) -> tuple[Any, ...]:
 
 def unpack_envelope(packed: tuple[Any, ...]) -> Envelope:
     # Arguments spelled out: `*packed` is a generic call (1.9k instructions a message, callgrind).
-    p = packed
-    return envelope_from_row(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7])
+    return envelope_from_row(
+        packed[0], packed[1], packed[2], packed[3], packed[4], packed[5], packed[6], packed[7]
+    )
