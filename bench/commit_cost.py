@@ -32,7 +32,7 @@ from pathlib import Path
 from bench.smtp_client import message
 from bench.targets import RCPT, SENDER
 from mailwright.queue.committer import Job
-from mailwright.queue.model import Envelope, Recipient, new_queue_id
+from mailwright.queue.model import Envelope, Recipient
 from mailwright.queue.spool import HandedOverBody
 from mailwright.queue.sqlite import SQLiteQueueStore
 
@@ -58,8 +58,7 @@ def one_size(batch: int, messages: int, parent: str | None) -> tuple[float, floa
             done = 0
             while done < count:
                 jobs = [
-                    Job(HandedOverBody(store.spool, len(BODY), BODY, None), env, new_queue_id(), None)
-                    for _ in range(batch)
+                    Job(HandedOverBody(store.spool, len(BODY), BODY, None), env, None) for _ in range(batch)
                 ]
                 for _, queue_id, error in committer.commit(jobs):
                     if error is not None or queue_id is None:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import trustme
 
+from mailwright.queue.model import queue_id_text
+
 USER = "alice@mx.test"
 PASSWORD = "correct horse battery staple"
 LOCAL_DOMAIN = "mx.test"
@@ -114,7 +116,7 @@ class SpawnedServer:
                 "SELECT m.id, r.address FROM messages m"
                 " JOIN recipients r ON r.message_id = m.id ORDER BY r.idx"
             ):
-                out.setdefault(mid, []).append(rcpt)
+                out.setdefault(queue_id_text(mid), []).append(rcpt)
             return out
         finally:
             db.close()

@@ -1,10 +1,11 @@
 """One turn of the master's loop, driven through real socketpairs (no fork): commits for every
-worker in one transaction, spooled bodies renamed, a failing message alone refused, AUTH news
+worker in one transaction and numbered, spooled bodies renamed, a failing message alone refused, AUTH news
 relayed to the other workers only, and a worker that sends garbage cut off."""
 
 from __future__ import annotations
 
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from mailwright.config.schema import Config, QueueConfig
 from mailwright.limits.connections import ConnectionTable
 from mailwright.prefork import wire
 from mailwright.prefork.master import Master, WorkerHandle
-from mailwright.queue.model import Envelope, Recipient
+from mailwright.queue.model import Envelope, Recipient, next_queue_number, queue_id_number, queue_id_text
 from mailwright.queue.sqlite import SQLiteQueueStore
 
 ENV = Envelope(
@@ -74,41 +75,57 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     r.close()
 
 
+BASE = next_queue_number(0, ENV.received_at)  # the number of the queue's first message
+
+
 def commit(
-    seq: int, queue_id: str, body: bytes | None = b"Subject: x\r\n\r\nhi\r\n", temp: str | None = None
+    seq: int, body: bytes | None = b"Subject: x\r\n\r\nhi\r\n", temp: str | None = None
 ) -> tuple[Any, ...]:
     size = len(body) if body is not None else 100
-    return (wire.COMMIT, seq, queue_id, wire.pack_envelope(ENV), size, body, temp)
+    return (wire.COMMIT, seq, wire.pack_envelope(ENV), size, body, temp)
 
 
 def test_commits_from_two_workers_share_one_transaction(rig: Rig) -> None:
-    rig.send(0, [commit(1, "0000000000AAAAA1"), commit(2, "0000000000AAAAA2")])
-    rig.send(1, [commit(1, "0000000000BBBBB1")])
+    rig.send(0, [commit(1), commit(2)])
+    rig.send(1, [commit(1)])
     rig.master._turn()
-    assert sorted(rig.receive(0)) == [
-        (wire.RESULT, 1, "0000000000AAAAA1", None),
-        (wire.RESULT, 2, "0000000000AAAAA2", None),
-    ]
-    assert rig.receive(1) == [(wire.RESULT, 1, "0000000000BBBBB1", None)]
+    first, second = rig.receive(0)
+    (third,) = rig.receive(1)
+    assert [r[:2] for r in (first, second, third)] == [(wire.RESULT, 1), (wire.RESULT, 2), (wire.RESULT, 1)]
+    assert all(r[3] is None for r in (first, second, third))
+    # The master numbers them in the order it read them: a worker's commits keep their order.
+    assert queue_id_number(first[2]) < queue_id_number(second[2])
+    assert {first[2], second[2], third[2]} == {queue_id_text(BASE + k) for k in range(3)}
     stats = rig.master.store.committer.stats
     assert (stats.messages, stats.transactions) == (3, 1)
-    got = rig.master.store.get_envelope("0000000000BBBBB1")
+    got = rig.master.store.get_envelope(third[2])
     assert got == ENV
 
 
-def test_a_spooled_body_is_renamed_and_a_duplicate_id_alone_fails(rig: Rig) -> None:
+def test_a_spooled_body_is_renamed_and_a_failing_message_alone_fails(rig: Rig) -> None:
     spool = rig.master.store.spool
     temp = "4242-00000000000000aa.tmp"
     (spool.directory / temp).write_bytes(b"Subject: big\r\n\r\n" + b"y" * 100)
-    rig.send(0, [commit(1, "0000000000CCCCC1", None, temp), commit(2, "0000000000CCCCC2")])
+    rig.send(0, [commit(1, None, temp), commit(2)])
     rig.master._turn()
-    assert sorted(r[2] for r in rig.receive(0)) == ["0000000000CCCCC1", "0000000000CCCCC2"]
-    assert spool.names() == {"0000000000CCCCC1.msg"}
-    rig.send(1, [commit(7, "0000000000CCCCC2"), commit(8, "0000000000CCCCC3")])
+    assert sorted(rig.receive(0)) == [
+        (wire.RESULT, 1, queue_id_text(BASE), None),
+        (wire.RESULT, 2, queue_id_text(BASE + 1), None),
+    ]
+    assert spool.names() == {queue_id_text(BASE) + ".msg"}
+    # Only a row made behind the master's back can hold the number it gives next.
+    db = sqlite3.connect(rig.master.store.db_path)
+    with db:
+        db.execute(
+            "INSERT INTO messages (id, sender, received_at, size, body) VALUES (?, '', 1.0, 1, x'58')",
+            (BASE + 2,),
+        )
+    db.close()
+    rig.send(1, [commit(7), commit(8)])
     rig.master._turn()
     assert sorted(rig.receive(1)) == [
         (wire.RESULT, 7, None, "local"),
-        (wire.RESULT, 8, "0000000000CCCCC3", None),
+        (wire.RESULT, 8, queue_id_text(BASE + 3), None),
     ]
 
 
@@ -133,6 +150,6 @@ def test_a_worker_sending_garbage_is_cut_off_and_killed(rig: Rig) -> None:
     assert handle.channel is None
     assert rig.procs[0].wait(5) == -9
     # The other worker is unaffected.
-    rig.send(1, [commit(1, "0000000000DDDDD1")])
+    rig.send(1, [commit(1)])
     rig.master._turn()
-    assert rig.receive(1) == [(wire.RESULT, 1, "0000000000DDDDD1", None)]
+    assert rig.receive(1) == [(wire.RESULT, 1, queue_id_text(BASE), None)]

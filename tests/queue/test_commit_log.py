@@ -36,7 +36,8 @@ def batch(*ids: str | None) -> list[Outcome]:
     """Outcomes as the committer returns them: an id for a committed job, an error otherwise."""
     outcomes: list[Outcome] = []
     for n, qid in enumerate(ids):
-        job = Job(body=Body(100 + n), envelope=envelope(), id=qid or "gone", ticket=None)
+        job = Job(body=Body(100 + n), envelope=envelope(), ticket=None)
+        job.id = qid or "gone"
         outcomes.append((job, qid, None) if qid else (job, None, SMTPError(R.LOCAL_ERROR)))
     return outcomes
 

@@ -1,41 +1,82 @@
-"""Queue ids: shape, uniqueness, time order; error mapping of the spool."""
+"""Queue numbers and ids: uniqueness, time order, text form and back; error mapping of the spool."""
 
 from __future__ import annotations
 
 import errno
-import random
 import re
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mailwright.protocol.reply import R
-from mailwright.queue import model
-from mailwright.queue.model import _CROCKFORD, QUEUE_ID_LENGTH, _encode, is_queue_id, new_queue_id
+from mailwright.queue.model import (
+    _CROCKFORD,
+    QUEUE_ID_LENGTH,
+    next_queue_number,
+    queue_id_number,
+    queue_id_text,
+)
 from mailwright.queue.spool import storage_error
 
-
-def test_ids_are_unique_and_file_name_safe() -> None:
-    ids = {new_queue_id() for _ in range(20_000)}
-    assert len(ids) == 20_000
-    for qid in list(ids)[:500]:
-        assert len(qid) == QUEUE_ID_LENGTH == 16
-        assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{16}", qid)
-        assert is_queue_id(qid)
+T = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+LARGEST = 2**63 - 1
 
 
-def test_ids_sort_by_time() -> None:
-    earlier = [new_queue_id(1_700_000_000.000) for _ in range(50)]
-    later = [new_queue_id(1_700_000_000.001) for _ in range(50)]
-    assert max(earlier) < min(later)
-    assert new_queue_id(1_800_000_000) > new_queue_id(1_700_000_000)
+def test_numbers_in_one_millisecond_count_up_from_its_first() -> None:
+    first = next_queue_number(0, T)
+    assert first == 1_700_000_000_000 << 20
+    numbers = [first]
+    for _ in range(999):
+        numbers.append(next_queue_number(numbers[-1], T + 0.0004))
+    assert numbers == list(range(first, first + 1000))
+    assert len({queue_id_text(n) for n in numbers}) == 1000
 
 
-def test_is_queue_id_rejects_paths_and_junk() -> None:
-    assert not is_queue_id("../../etc/passwd")
-    assert not is_queue_id("0123456789abcdef")  # lower case is not produced
-    assert not is_queue_id("0123456789ABCDEFG")
-    assert not is_queue_id("")
+def test_a_later_millisecond_starts_afresh_and_a_clock_stepped_back_never_repeats() -> None:
+    a = next_queue_number(0, T)
+    b = next_queue_number(a, T + 0.001)
+    assert b == a + (1 << 20)
+    back = next_queue_number(b, T - 3600)  # the clock stepped back an hour
+    assert back == b + 1
+    assert next_queue_number(back, T + 0.001) == back + 1
+
+
+@given(st.lists(st.integers(0, LARGEST), min_size=2, max_size=2, unique=True))
+def test_ids_sort_as_their_numbers_do(pair: list[int]) -> None:
+    a, b = sorted(pair)
+    assert queue_id_text(a) < queue_id_text(b)
+
+
+@given(st.integers(0, LARGEST))
+def test_an_id_is_the_number_in_13_crockford_characters_and_reads_back(number: int) -> None:
+    text = queue_id_text(number)
+    assert len(text) == QUEUE_ID_LENGTH and text == reference_encode(number, 13)
+    assert re.fullmatch(r"[0-7][0-9A-HJKMNP-TV-Z]{12}", text)  # file-name safe
+    assert queue_id_number(text) == number
+    assert queue_id_number(text.lower()) == number  # as an operator may type it
+
+
+def test_an_id_of_this_era() -> None:
+    # A ULID of this instant (also Crockford base32 of its milliseconds) starts "01HF7YAT00"; ours
+    # holds the same 45 bits in nine characters, then four characters of sequence.
+    assert queue_id_text(next_queue_number(0, T)) == "1HF7YAT00" + "0000"
+    assert queue_id_text(0) == "0" * 13 and queue_id_text(LARGEST) == "7" + "Z" * 12
+
+
+def test_queue_id_number_refuses_what_is_no_queue_id() -> None:
+    for text in (
+        "",
+        "../../etc/passwd",
+        "0" * 12,
+        "0" * 14,
+        "01HF7YAT0000I",  # I, L, O and U are not in the alphabet
+        "01HF7YAT0000U",
+        "01HF7YAT0000-",
+        "8" + "0" * 12,  # 2**63: past SQLite's largest rowid
+        "Z" * 13,
+        "0123456789ABCDEF",  # an id of the 16-character form that schema version 3 renumbered
+    ):
+        assert queue_id_number(text) is None, text
 
 
 def test_storage_error_mapping() -> None:
@@ -53,34 +94,3 @@ def reference_encode(value: int, width: int) -> str:
         out.append(_CROCKFORD[value & 31])
         value >>= 5
     return "".join(reversed(out))
-
-
-@given(st.integers(min_value=0, max_value=2**80), st.integers(min_value=1, max_value=16))
-def test_encode_matches_the_plain_definition(value: int, width: int) -> None:
-    assert _encode(value, width) == reference_encode(value, width)
-
-
-def test_encode_known_values() -> None:
-    assert _encode(0, 9) == "000000000"
-    assert _encode(31, 1) == "Z"
-    assert _encode(32, 2) == "10"
-    # 2023-11-14T22:13:20Z: a ULID (also Crockford base32 of milliseconds) of that instant starts
-    # "01HF7YAT00"; ours has one character fewer.
-    assert _encode(1_700_000_000_000, 9) == "1HF7YAT00"
-
-
-@given(st.floats(min_value=0, max_value=2**45 / 1000 - 1, allow_nan=False), st.integers(0, 2**35 - 1))
-def test_new_queue_id_is_the_time_then_the_random_bits(now: float, bits: int) -> None:
-    class Fixed(random.Random):
-        def getrandbits(self, k: int) -> int:
-            assert k == 35
-            return bits
-
-    real = model._rng
-    model._rng = Fixed()
-    try:
-        qid = new_queue_id(now)
-    finally:
-        model._rng = real
-    assert qid == _encode(int(now * 1000), 9) + _encode(bits, 7)
-    assert len(qid) == QUEUE_ID_LENGTH and is_queue_id(qid)

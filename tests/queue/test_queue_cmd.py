@@ -15,7 +15,7 @@ from mailwright.cli import queue_cmd
 from mailwright.queue.model import Envelope, Recipient
 from mailwright.queue.sqlite import SQLiteQueueStore
 
-UNKNOWN = "0000000000000000"
+UNKNOWN = "0000000000000"  # a queue id, of no message here
 
 
 @pytest.fixture
@@ -102,15 +102,27 @@ def test_hold_release_delete(queue_dir: tuple[Path, str, str], capsys: pytest.Ca
     assert not (qdir / "spool" / f"{big}.msg").exists()
 
 
+@pytest.mark.parametrize(
+    "unknown", [UNKNOWN, "../../etc/passwd", "0123456789ABCDEF"], ids=["id", "path", "old-form"]
+)
 @pytest.mark.parametrize("command", ["show", "hold", "release", "delete"])
 def test_unknown_id_exits_1_naming_it(
-    queue_dir: tuple[Path, str, str], capsys: pytest.CaptureFixture[str], command: str
+    queue_dir: tuple[Path, str, str], capsys: pytest.CaptureFixture[str], command: str, unknown: str
 ) -> None:
     qdir, _, _ = queue_dir
-    assert cli(command, UNKNOWN, "--queue-dir", str(qdir)) == 1
+    assert cli(command, unknown, "--queue-dir", str(qdir)) == 1
     captured = capsys.readouterr()
-    assert UNKNOWN in captured.err and captured.out == ""
+    assert unknown in captured.err and captured.out == ""
     assert len(SQLiteQueueStore(qdir, writer=False).list_messages()) == 2
+
+
+def test_an_id_typed_in_lower_case_is_found(
+    queue_dir: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    qdir, small, _ = queue_dir
+    assert cli("hold", small.lower(), "--queue-dir", str(qdir)) == 0
+    info = SQLiteQueueStore(qdir, writer=False).get_message(small)
+    assert info is not None and info.held
 
 
 def test_missing_queue_and_missing_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,7 +16,14 @@ from queue_helpers import body_of, commit_bytes, envelope, read_all
 
 from mailwright.protocol.reply import R, SMTPError
 from mailwright.queue import sqlite as sqlite_mod
-from mailwright.queue.model import Envelope, Recipient, RecipientState, new_queue_id
+from mailwright.queue.model import (
+    Envelope,
+    Recipient,
+    RecipientState,
+    next_queue_number,
+    queue_id_number,
+    queue_id_text,
+)
 from mailwright.queue.sqlite import QueueLocked, SQLiteQueueStore
 
 
@@ -206,35 +213,44 @@ def test_group_commit_groups_and_resolves_only_after_commit(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("size", [50, 5000], ids=["inline", "spilled"])
 def test_failure_in_a_batch_affects_only_the_failing_job(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, size: int
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, size: int
 ) -> None:
+    """Another connection takes the number the writer will give the second job of a batch (only a
+    hand-made row can: the writer is the one that numbers), so that job's insert fails."""
+    when = 1_700_000_000.0
+    base = next_queue_number(0, when)
+
     async def main() -> None:
         store = SQLiteQueueStore(tmp_path, inline_limit=100)
         try:
             blocker = sqlite3.connect(tmp_path / "queue.db", isolation_level=None)
             blocker.execute("BEGIN IMMEDIATE")
-            first = asyncio.create_task(commit_bytes(store, body_of(50)))
+            blocker.execute(
+                "INSERT INTO messages (id, sender, received_at, size, body) VALUES (?, '', ?, 1, x'58')",
+                (base + 1, when),
+            )
+            at = replace(envelope(), received_at=when)
+            first = asyncio.create_task(commit_bytes(store, body_of(50), at))
             await asyncio.sleep(0.05)  # the writer thread now waits for the lock with `first`
-            # Two more jobs with the same id (a forced collision) land in the next batch together.
-            monkeypatch.setattr(sqlite_mod, "new_queue_id", lambda now=None: "DUPDUPDUPDUPDUP0")
-            dup_a = asyncio.create_task(commit_bytes(store, body_of(size, tag=b"a")))
-            dup_b = asyncio.create_task(commit_bytes(store, body_of(size, tag=b"b")))
-            await asyncio.sleep(0.05)
+            dup_a = asyncio.create_task(commit_bytes(store, body_of(size, tag=b"a"), at))
+            dup_b = asyncio.create_task(commit_bytes(store, body_of(size, tag=b"b"), at))
+            await asyncio.sleep(0.05)  # both wait in the next batch, numbered base + 1 and + 2
             with caplog.at_level(logging.WARNING, logger="mailwright.queue.sqlite"):
-                blocker.execute("ROLLBACK")
+                blocker.execute("COMMIT")
                 blocker.close()
                 results = await asyncio.gather(first, dup_a, dup_b, return_exceptions=True)
-            assert isinstance(results[0], str)
+            assert results[0] == queue_id_text(base)
             ok = [r for r in results[1:] if isinstance(r, str)]
             bad = [r for r in results[1:] if isinstance(r, SMTPError)]
-            assert ok == ["DUPDUPDUPDUPDUP0"] and len(bad) == 1
+            assert ok == [queue_id_text(base + 2)] and len(bad) == 1
             assert bad[0].reply == R.LOCAL_ERROR
             assert store.stats.messages == 2 and store.stats.failed == 1
-            winner = read_all(store, "DUPDUPDUPDUPDUP0")
+            winner = read_all(store, ok[0])
             assert winner in (body_of(size, tag=b"a"), body_of(size, tag=b"b"))
+            assert read_all(store, queue_id_text(base + 1)) == b"X"  # the blocker's row is intact
             if size > 100:
                 # The loser's file neither lingers nor clobbers the winner's body.
-                assert spool_files(tmp_path) == ["DUPDUPDUPDUPDUP0.msg"]
+                assert spool_files(tmp_path) == [ok[0] + ".msg"]
             else:
                 # The shared transaction failed and was retried job by job.
                 shared = [re.search(r"transaction of (\d+) message", r.getMessage()) for r in caplog.records]
@@ -242,9 +258,9 @@ def test_failure_in_a_batch_affects_only_the_failing_job(
                     r.getMessage() for r in caplog.records
                 ]
                 assert spool_files(tmp_path) == []
-            monkeypatch.undo()
             after = await commit_bytes(store, body_of(size, tag=b"after"))  # the writer is not wedged
             assert read_all(store, after) == body_of(size, tag=b"after")
+            assert queue_id_number(after) > base + 2
         finally:
             await store.close()
 
@@ -434,12 +450,25 @@ def test_free_space_reserve_refuses_with_452_and_keeps_nothing(tmp_path: Path) -
     asyncio.run(main())
 
 
-def test_a_version_1_queue_is_migrated_and_keeps_its_mail(tmp_path: Path) -> None:
-    """Migration 2 drops the two secondary indexes of version 1; what is queued stays readable."""
-    old_id = new_queue_id(100.0)
+OLD_IDS = ("0003ARBJ0000000", "0003ARBJ0000001", "0003ARBJ2000000")  # the 16-character form
+
+
+def old_queue(tmp_path: Path, version: int) -> sqlite3.Connection:
+    """A queue database made by migrations 1 to `version` only, as an earlier release left it."""
     db = sqlite3.connect(tmp_path / "queue.db", isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
-    db.executescript(f"BEGIN; {sqlite_mod._MIGRATIONS[0]}; PRAGMA user_version = 1; COMMIT;")
+    for number in range(1, version + 1):
+        db.executescript(
+            f"BEGIN; {sqlite_mod._MIGRATIONS[number - 1]}; PRAGMA user_version = {number}; COMMIT;"
+        )
+    return db
+
+
+def test_a_version_1_queue_is_migrated_and_keeps_its_mail(tmp_path: Path) -> None:
+    """Migration 2 drops the two secondary indexes of version 1, migration 3 renumbers the
+    messages; what is queued stays readable under its new id."""
+    old_id = OLD_IDS[0] + "0"
+    db = old_queue(tmp_path, 1)
     db.execute(
         "INSERT INTO messages (id, sender, received_at, size, body) VALUES (?, ?, ?, ?, ?)",
         (old_id, "old@example.org", 100.0, 5, b"hello"),
@@ -448,32 +477,107 @@ def test_a_version_1_queue_is_migrated_and_keeps_its_mail(tmp_path: Path) -> Non
         "INSERT INTO recipients (message_id, idx, address) VALUES (?, 0, ?)", (old_id, "r@example.net")
     )
     db.close()
+    renumbered = queue_id_text(next_queue_number(0, 100.0))
 
     async def main() -> None:
         store = SQLiteQueueStore(tmp_path)
         try:
             new_id = await commit_bytes(store, body_of(200), envelope())
-            assert [m.id for m in store.list_messages()] == [old_id, new_id]
-            assert read_all(store, old_id) == b"hello"
+            assert [m.id for m in store.list_messages()] == [renumbered, new_id]
+            assert read_all(store, renumbered) == b"hello"
             assert read_all(store, new_id) == body_of(200)
+            assert store.get_message(old_id) is None
         finally:
             await store.close()
 
     asyncio.run(main())
     db = sqlite3.connect(tmp_path / "queue.db")
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_mod.SCHEMA_VERSION == 2
-        named = db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex_%'"
-        ).fetchall()
-        assert named == []
+        assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_mod.SCHEMA_VERSION == 3
+        indexes = db.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+        assert indexes == []  # not even the autoindex a TEXT PRIMARY KEY made
+    finally:
+        db.close()
+
+
+def test_a_version_2_queue_is_renumbered_by_arrival_and_keeps_everything(tmp_path: Path) -> None:
+    """Three messages, two in one millisecond, one spilled to a file, one held, with delivery
+    state on a recipient: all of it survives the rebuild of both tables."""
+    db = old_queue(tmp_path, 2)
+    arrivals = (100.0, 100.0, 100.5)
+    for n, (old_id, when) in enumerate(zip(OLD_IDS, arrivals, strict=True)):
+        spilled = n == 2
+        db.execute(
+            "INSERT INTO messages (id, sender, mail_params, client_ip, helo, auth_user, tls,"
+            " received_at, size, held, spool_name, body) VALUES (?, ?, 'SIZE=9', '192.0.2.1',"
+            " 'h.example', NULL, 1, ?, ?, ?, ?, ?)",
+            (
+                old_id,
+                f"s{n}@example.org",
+                when,
+                9,
+                int(n == 1),
+                old_id + ".msg" if spilled else None,
+                None if spilled else f"body {n}..".encode(),
+            ),
+        )
+        for idx in range(2):
+            db.execute(
+                "INSERT INTO recipients (message_id, idx, address, notify, state, attempts, last_reply)"
+                " VALUES (?, ?, ?, 'NEVER', ?, ?, ?)",
+                (
+                    old_id,
+                    idx,
+                    f"r{n}.{idx}@example.net",
+                    "deferred" if idx else "queued",
+                    idx * 3,
+                    "451 4.4.1 later" if idx else None,
+                ),
+            )
+    db.close()
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / (OLD_IDS[2] + ".msg")).write_bytes(b"body 2..")
+    base = next_queue_number(0, 100.0)
+    expected = [queue_id_text(base), queue_id_text(base + 1), queue_id_text(next_queue_number(0, 100.5))]
+
+    store = SQLiteQueueStore(tmp_path, writer_thread=False)
+    try:
+        listed = store.list_messages()
+        assert [m.id for m in listed] == expected
+        assert [m.sender for m in listed] == ["s0@example.org", "s1@example.org", "s2@example.org"]
+        assert [m.held for m in listed] == [False, True, False]
+        for n, qid in enumerate(expected):
+            assert read_all(store, qid) == f"body {n}..".encode()
+            env = store.get_envelope(qid)
+            assert env is not None and env.received_at == arrivals[n] and env.tls
+            assert (env.mail_params, env.client_ip, env.helo) == ("SIZE=9", "192.0.2.1", "h.example")
+            assert [(r.address, r.notify) for r in env.recipients] == [
+                (f"r{n}.0@example.net", "NEVER"),
+                (f"r{n}.1@example.net", "NEVER"),
+            ]
+        states = [(r.state, r.attempts, r.last_reply) for r in listed[0].recipients]
+        assert states == [(RecipientState.QUEUED, 0, None), (RecipientState.DEFERRED, 3, "451 4.4.1 later")]
+        assert spool_files(tmp_path) == [OLD_IDS[2] + ".msg"]  # still referenced: not swept
+        assert store.delete(expected[0])  # the foreign key still cascades
+    finally:
+        store.close_writer_role()
+    db = sqlite3.connect(tmp_path / "queue.db")
+    try:
+        db.execute("PRAGMA foreign_keys = ON")
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT count(*) FROM recipients").fetchone() == (4,)
+        tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall()
+        assert tables == [("messages",), ("recipients",)]
+        (child_sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'recipients'").fetchone()
+        assert 'REFERENCES "messages"(id)' in child_sql or "REFERENCES messages(id)" in child_sql
     finally:
         db.close()
 
 
 def test_the_listing_is_in_order_of_arrival(tmp_path: Path) -> None:
     """Without an index on received_at the listing still sorts by it. The eight arrivals share one
-    millisecond, so their queue ids (time prefix, random suffix) are in random order."""
+    millisecond, so their numbers follow the order in which they were committed, not arrival."""
     arrivals = [100.0 + k / 10_000_000 for k in (5, 2, 7, 0, 3, 6, 1, 4)]
 
     async def main() -> None:

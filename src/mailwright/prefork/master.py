@@ -345,9 +345,9 @@ class Master:
         for record in records:
             kind = record[0]
             if kind == wire.COMMIT:
-                _, seq, queue_id, envelope, size, inline, temp_name = record
+                _, seq, envelope, size, inline, temp_name = record
                 body = HandedOverBody(spool, size, inline, temp_name)
-                batch.append(Job(body, wire.unpack_envelope(envelope), queue_id, (handle, seq)))
+                batch.append(Job(body, wire.unpack_envelope(envelope), (handle, seq)))
             elif kind in (wire.AUTH_FAILED, wire.AUTH_OK):
                 for other in self.workers.values():
                     if other is not handle and other.channel is not None:

@@ -8,7 +8,8 @@ tuples of str/bytes/int/float/None; it never runs code, and nothing but our own 
 can reach these sockets. One frame per event-loop turn carries everything that turn produced.
 
 Records, worker -> master:
-- (COMMIT, seq, queue_id, envelope, size, inline_body or None, spool temp name or None)
+- (COMMIT, seq, envelope, size, inline_body or None, spool temp name or None); the master numbers
+  the message and answers with its queue id
 - (AUTH_FAILED, key) and (AUTH_OK, key): an AUTH outcome, for the master to relay to the others
 - (READY,): the worker's listeners and certificate are loaded (sent once)
 Records, master -> worker:

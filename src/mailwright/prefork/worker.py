@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from mailwright.limits.auth_failures import AuthFailureLimiter
 from mailwright.prefork import wire
 from mailwright.protocol.reply import R, SMTPError
-from mailwright.queue.model import Envelope, new_queue_id
+from mailwright.queue.model import Envelope
 from mailwright.queue.spool import OpenWriters, Spool, SpoolWriter
 from mailwright.queue.store import MessageSink, MessageWriter
 
@@ -156,10 +156,7 @@ class RemoteQueueStore:
         link.seq += 1
         future: asyncio.Future[str] = link.loop.create_future()
         link.pending[link.seq] = (future, own)
-        queue_id = new_queue_id(envelope.received_at)
-        link.send(
-            (wire.COMMIT, link.seq, queue_id, wire.pack_envelope(envelope), own.size, inline, temp_name)
-        )
+        link.send((wire.COMMIT, link.seq, wire.pack_envelope(envelope), own.size, inline, temp_name))
         return future
 
     def abort(self, writer: MessageWriter) -> None:

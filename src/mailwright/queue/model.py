@@ -9,9 +9,14 @@ Invariants:
 - `Recipient.notify` / `Recipient.orcpt` keep the DSN parameters as given (RFC 3461 sections 4.1, 4.2)
   so that relaying can pass them on unchanged; `Envelope.mail_params` likewise keeps the MAIL FROM
   parameter text (RFC 5321 section 4.1.1.2).
-- Queue ids are 16 characters of Crockford base32 (digits and upper-case letters without I, L, O, U):
-  9 characters of milliseconds since the epoch, then 7 random characters (35 bits). They sort by
-  arrival time (to the millisecond), and are safe as file names.
+- A queued message is numbered by its store's single writer (`next_queue_number`): a 63-bit
+  integer, the milliseconds since the epoch of its arrival shifted left by 20 bits, or one more
+  than the last number given when that is larger. So numbers are unique without any randomness
+  (one writer, strictly increasing, even when the clock steps back), sort by arrival to the
+  millisecond, and serve as the table's own key (SQLite's rowid: no second index to keep).
+- Its queue id, the name operators and clients see, is that number as 13 characters of Crockford
+  base32 (digits and upper-case letters without I, L, O, U), most significant first, so ids sort
+  as their numbers do and are safe as file names. `queue_id_number` reads one back (either case).
 
 Not responsible for: persistence (see `store` and `sqlite`), retry policy (the scheduler), or
 validating address syntax (the protocol layer did that before anything reached the queue).
@@ -19,18 +24,15 @@ validating address syntax (the protocol layer did that before anything reached t
 
 from __future__ import annotations
 
-import os
-import random
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
 _CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_TIME_CHARS: Final = 9  # 45 bits of milliseconds: good until the year 3084
-_RANDOM_CHARS: Final = 7  # 35 random bits per millisecond keep collisions negligible
-QUEUE_ID_LENGTH: Final = _TIME_CHARS + _RANDOM_CHARS
+_SEQUENCE_BITS: Final = 20  # a million numbers a millisecond before the time part is borrowed
+_NUMBER_LIMIT: Final = 1 << 63  # SQLite's largest rowid + 1; 43 bits of milliseconds last until 2248
+QUEUE_ID_LENGTH: Final = 13  # 65 bits of base32; the first character holds only the top three
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -139,43 +141,37 @@ class MessageInfo:
 
 
 _PAIRS: Final = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)  # every 10-bit value as 2 characters
+_VALUES: Final = {ch: v for v, ch in enumerate(_CROCKFORD)}
+_VALUES.update({ch.lower(): v for ch, v in list(_VALUES.items())})  # ids as an operator may type them
 
 
-def _encode(value: int, width: int) -> str:
-    """The low 5*width bits of `value` as `width` Crockford characters, most significant first
-    (two characters per step: this runs twice for every message accepted)."""
-    parts = []
-    shift = 5 * width
-    if width & 1:
-        shift -= 5
-        parts.append(_CROCKFORD[(value >> shift) & 31])
-    while shift:
-        shift -= 10
-        parts.append(_PAIRS[(value >> shift) & 1023])
-    return "".join(parts)
+def next_queue_number(last: int, received_at: float) -> int:
+    """The number of a message that arrived at `received_at`, given the writer's `last` number."""
+    first = int(received_at * 1000) << _SEQUENCE_BITS
+    return first if first > last else last + 1
 
 
-# Ids need uniqueness, not secrecy: a seeded PRNG saves a getrandom() syscall per message.
-# Reseeded after fork so that worker processes never share a sequence.
-_rng = random.Random(os.urandom(32))
-os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(32)))
-
-
-def new_queue_id(now: float | None = None) -> str:
-    """A fresh queue id: time-sortable prefix, random suffix (see module docstring).
-
-    `_encode(millis, 9) + _encode(random, 7)` written out (tests/queue/test_model.py checks it
-    against `_encode`): one string built from nine table entries instead of two lists joined.
-    """
-    t = int((time.time() if now is None else now) * 1000)
-    r = _rng.getrandbits(5 * _RANDOM_CHARS)
-    c, p = _CROCKFORD, _PAIRS
+def queue_id_text(number: int) -> str:
+    """The queue id of `number`: its 13 base32 digits, most significant first, written out as one
+    string from seven table entries (the writer makes one for every message it commits;
+    tests/queue/test_model.py checks it against the plain definition)."""
+    n, c, p = number, _CROCKFORD, _PAIRS
     return (
-        f"{c[(t >> 40) & 31]}{p[(t >> 30) & 1023]}{p[(t >> 20) & 1023]}{p[(t >> 10) & 1023]}{p[t & 1023]}"
-        f"{c[(r >> 30) & 31]}{p[(r >> 20) & 1023]}{p[(r >> 10) & 1023]}{p[r & 1023]}"
+        f"{c[(n >> 60) & 31]}{p[(n >> 50) & 1023]}{p[(n >> 40) & 1023]}{p[(n >> 30) & 1023]}"
+        f"{p[(n >> 20) & 1023]}{p[(n >> 10) & 1023]}{p[n & 1023]}"
     )
 
 
-def is_queue_id(text: str) -> bool:
-    """True when `text` has the shape of a queue id (used before building file names from it)."""
-    return len(text) == QUEUE_ID_LENGTH and all(c in _CROCKFORD for c in text)
+def queue_id_number(text: str) -> int | None:
+    """The number behind queue id `text`, or None when `text` is no queue id (wrong length, a
+    character outside the alphabet, a value past the largest number): what the operator API
+    answers for such input is "no such message", never an error from the database."""
+    if len(text) != QUEUE_ID_LENGTH:
+        return None
+    number = 0
+    for ch in text:
+        value = _VALUES.get(ch)
+        if value is None:
+            return None
+        number = number << 5 | value
+    return number if number < _NUMBER_LIMIT else None

@@ -26,8 +26,10 @@ spool files that no row references (temp files, bodies renamed before a crash hi
 an error for every row whose spool file is missing (the row is kept for the operator).
 
 The operator API (`list_messages`, `hold`, ...) opens short-lived connections with a busy timeout;
-WAL lets it read while the writer writes, even from another process. `writer=False` gives an
-operator-only store (the CLI): no lock, no recovery, no writer thread, and it never creates files.
+WAL lets it read while the writer writes, even from another process. It speaks queue ids (text);
+the tables key messages by number (`model.queue_id_number`), and text that is no queue id is an
+unknown message. `writer=False` gives an operator-only store (the CLI): no lock, no recovery, no
+writer thread, and it never creates files.
 
 Not responsible for: recipient state transitions and retry scheduling (the scheduler), policy.
 """
@@ -56,7 +58,8 @@ from mailwright.queue.model import (
     RecipientState,
     RecipientStatus,
     envelope_from_row,
-    new_queue_id,
+    queue_id_number,
+    queue_id_text,
 )
 from mailwright.queue.spool import READ_CHUNK, OpenWriters, Spool, SpoolWriter
 from mailwright.queue.store import MessageWriter, QueueStore
@@ -68,12 +71,9 @@ WAL_AUTOCHECKPOINT_PAGES = 256
 WAL_SIZE_LIMIT = 8 * 1024 * 1024
 BUSY_TIMEOUT_MS = 10_000
 
-_MIGRATIONS: tuple[str, ...] = (
-    # 1: initial schema. `body` is the last column so reading the others never walks its overflow pages.
-    """
-    CREATE TABLE messages (
-        id TEXT PRIMARY KEY,
-        sender TEXT NOT NULL,
+# The columns after each table's key, as migration 1 made them and migration 3 made them again
+# around a new key. Frozen: a change of columns is a new migration (ALTER TABLE), not an edit here.
+_MESSAGE_COLUMNS = """sender TEXT NOT NULL,
         mail_params TEXT NOT NULL DEFAULT '',
         client_ip TEXT NOT NULL DEFAULT '',
         helo TEXT NOT NULL DEFAULT '',
@@ -84,12 +84,8 @@ _MIGRATIONS: tuple[str, ...] = (
         held INTEGER NOT NULL DEFAULT 0,
         spool_name TEXT,
         body BLOB,
-        CHECK ((body IS NULL) <> (spool_name IS NULL))
-    );
-    CREATE INDEX messages_received ON messages(received_at);
-    CREATE TABLE recipients (
-        message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
-        idx INTEGER NOT NULL,
+        CHECK ((body IS NULL) <> (spool_name IS NULL))"""
+_RECIPIENT_COLUMNS = """idx INTEGER NOT NULL,
         address TEXT NOT NULL,
         notify TEXT,
         orcpt TEXT,
@@ -97,7 +93,19 @@ _MIGRATIONS: tuple[str, ...] = (
         attempts INTEGER NOT NULL DEFAULT 0,
         last_reply TEXT,
         next_attempt REAL,
-        PRIMARY KEY (message_id, idx)
+        PRIMARY KEY (message_id, idx)"""
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: initial schema. `body` is the last column so reading the others never walks its overflow pages.
+    f"""
+    CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        {_MESSAGE_COLUMNS}
+    );
+    CREATE INDEX messages_received ON messages(received_at);
+    CREATE TABLE recipients (
+        message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        {_RECIPIENT_COLUMNS}
     ) WITHOUT ROWID;
     CREATE INDEX recipients_due ON recipients(state, next_attempt);
     """,
@@ -110,6 +118,39 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     DROP INDEX IF EXISTS messages_received;
     DROP INDEX IF EXISTS recipients_due;
+    """,
+    # 3: a message's key is its number (`model.next_queue_number`), the table's rowid, instead of
+    # its text id, whose PRIMARY KEY made SQLite keep a second b-tree beside the table: one more
+    # insert per message and one more WAL page per commit (~6k of the committer's instructions
+    # a message and a fifth of its WAL writes, docs/architecture.md, round "Run 29"). Queued mail is
+    # renumbered from its arrival time, in the order of its old ids; spilled bodies keep the
+    # file names stored in `spool_name`. Each table is rebuilt, recipients first, so that no
+    # DROP cascades into rows still needed.
+    f"""
+    CREATE TEMP TABLE renumbered AS
+        SELECT id AS old, (CAST(received_at * 1000 AS INTEGER) << 20)
+            + row_number() OVER (PARTITION BY CAST(received_at * 1000 AS INTEGER) ORDER BY id) - 1 AS new
+        FROM messages;
+    CREATE TABLE messages_3 (
+        id INTEGER PRIMARY KEY,
+        {_MESSAGE_COLUMNS}
+    );
+    INSERT INTO messages_3
+        SELECT n.new, sender, mail_params, client_ip, helo, auth_user, tls, received_at, size, held,
+            spool_name, body
+        FROM messages JOIN renumbered n ON n.old = messages.id;
+    CREATE TABLE recipients_3 (
+        message_id INTEGER NOT NULL REFERENCES messages_3(id) ON DELETE CASCADE,
+        {_RECIPIENT_COLUMNS}
+    ) WITHOUT ROWID;
+    INSERT INTO recipients_3
+        SELECT n.new, idx, address, notify, orcpt, state, attempts, last_reply, next_attempt
+        FROM recipients JOIN renumbered n ON n.old = recipients.message_id;
+    DROP TABLE recipients;
+    DROP TABLE messages;
+    ALTER TABLE messages_3 RENAME TO messages;
+    ALTER TABLE recipients_3 RENAME TO recipients;
+    DROP TABLE renumbered;
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -236,7 +277,10 @@ class SQLiteQueueStore:
         ):
             if name not in present:
                 log.error(
-                    "queue %s: message %s has lost its body file spool/%s", self.directory, message_id, name
+                    "queue %s: message %s has lost its body file spool/%s",
+                    self.directory,
+                    queue_id_text(message_id),
+                    name,
                 )
 
     def close_writer_role(self) -> None:
@@ -277,7 +321,7 @@ class SQLiteQueueStore:
             envelope = replace(envelope, received_at=time.time())
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
-        self._jobs.put(Job(own, envelope, new_queue_id(envelope.received_at), (loop, future)))
+        self._jobs.put(Job(own, envelope, (loop, future)))
         return future
 
     def abort(self, writer: MessageWriter) -> None:
@@ -369,7 +413,7 @@ class SQLiteQueueStore:
                 f" {where} ORDER BY received_at, id",
                 params,
             ).fetchall()
-            rcpts: dict[str, list[RecipientStatus]] = {}
+            rcpts: dict[int, list[RecipientStatus]] = {}
             for mid, address, state, attempts, last_reply, next_attempt in conn.execute(
                 "SELECT r.message_id, r.address, r.state, r.attempts, r.last_reply, r.next_attempt"
                 f" FROM recipients r JOIN messages ON messages.id = r.message_id {where}"
@@ -384,7 +428,14 @@ class SQLiteQueueStore:
             conn.close()
         return [
             MessageInfo(
-                mid, sender, size, received_at, bool(held), client_ip, auth_user, tuple(rcpts.get(mid, ()))
+                queue_id_text(mid),
+                sender,
+                size,
+                received_at,
+                bool(held),
+                client_ip,
+                auth_user,
+                tuple(rcpts.get(mid, ())),
             )
             for mid, sender, size, received_at, held, client_ip, auth_user in rows
         ]
@@ -393,20 +444,24 @@ class SQLiteQueueStore:
         return self._messages("", ())
 
     def get_message(self, id: str) -> MessageInfo | None:
-        found = self._messages("WHERE messages.id = ?", (id,))
+        number = queue_id_number(id)
+        found = [] if number is None else self._messages("WHERE messages.id = ?", (number,))
         return found[0] if found else None
 
     def get_envelope(self, id: str) -> Envelope | None:
+        number = queue_id_number(id)
+        if number is None:
+            return None
         conn = self._connect()
         try:
             conn.execute("BEGIN")
             row = conn.execute(
                 "SELECT sender, mail_params, client_ip, helo, auth_user, tls, received_at"
                 " FROM messages WHERE id = ?",
-                (id,),
+                (number,),
             ).fetchone()
             rcpts = conn.execute(
-                "SELECT address, notify, orcpt FROM recipients WHERE message_id = ? ORDER BY idx", (id,)
+                "SELECT address, notify, orcpt FROM recipients WHERE message_id = ? ORDER BY idx", (number,)
             ).fetchall()
             conn.execute("COMMIT")
         finally:
@@ -418,7 +473,10 @@ class SQLiteQueueStore:
 
     def read_body(self, id: str) -> Iterator[bytes]:
         """Stream the stored body. KeyError for an unknown id; OSError if its spool file is gone."""
-        rows = self._query("SELECT spool_name, body FROM messages WHERE id = ?", (id,))
+        number = queue_id_number(id)
+        if number is None:
+            raise KeyError(id)
+        rows = self._query("SELECT spool_name, body FROM messages WHERE id = ?", (number,))
         if not rows:
             raise KeyError(id)
         spool_name, body = rows[0]
@@ -429,9 +487,12 @@ class SQLiteQueueStore:
         return iter([data[i : i + READ_CHUNK] for i in range(0, len(data), READ_CHUNK)])
 
     def _update(self, sql: str, id: str) -> bool:
+        number = queue_id_number(id)
+        if number is None:
+            return False
         conn = self._connect()
         try:
-            return conn.execute(sql, (id,)).rowcount > 0
+            return conn.execute(sql, (number,)).rowcount > 0
         finally:
             conn.close()
 
@@ -446,15 +507,18 @@ class SQLiteQueueStore:
     def delete(self, id: str) -> bool:
         """Remove the message: rows first, then its spool file (a crash in between leaves an orphan
         file that startup recovery removes, never a row without its body)."""
+        number = queue_id_number(id)
+        if number is None:
+            return False
         conn = self._connect()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            row = conn.execute("SELECT spool_name FROM messages WHERE id = ?", (id,)).fetchone()
+            row = conn.execute("SELECT spool_name FROM messages WHERE id = ?", (number,)).fetchone()
             if row is None:
                 conn.execute("ROLLBACK")
                 return False
-            conn.execute("DELETE FROM recipients WHERE message_id = ?", (id,))
-            conn.execute("DELETE FROM messages WHERE id = ?", (id,))
+            conn.execute("DELETE FROM recipients WHERE message_id = ?", (number,))
+            conn.execute("DELETE FROM messages WHERE id = ?", (number,))
             conn.execute("COMMIT")
         finally:
             conn.close()
