@@ -408,7 +408,7 @@ def test_null_sender_and_envelope_without_received_at(tmp_path: Path) -> None:
             got = store.get_envelope(qid)
             assert got is not None and got.sender == "" and got.received_at > 0
             assert got.recipients == (Recipient("bob@example.org"),)
-            # What is absent is stored as NULL, not as the '' it travels as (committer's NULLIF).
+            # What is absent is stored as NULL, not as the 0 it travels as (committer's NULLIF).
             db = sqlite3.connect(tmp_path / "queue.db")
             try:
                 row = db.execute("SELECT auth_user, spool_name, typeof(body) FROM messages").fetchone()
@@ -419,6 +419,32 @@ def test_null_sender_and_envelope_without_received_at(tmp_path: Path) -> None:
                 db.close()
             with pytest.raises(ValueError):
                 await commit_bytes(store, b"x", Envelope("a@b", ()))
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_optional_text_that_reads_0_is_kept_as_text(tmp_path: Path) -> None:
+    """An absent optional text travels to SQLite as the integer 0 and is stored as NULL; a present
+    one that happens to be "0" (a user name, say) must not be mistaken for it."""
+    env = replace(envelope(), auth_user="0", recipients=(Recipient("bob@example.org", "0", "0"),))
+
+    async def main() -> None:
+        store = SQLiteQueueStore(tmp_path)
+        try:
+            qid = await commit_bytes(store, body_of(100), env)
+            got = store.get_envelope(qid)
+            assert got is not None and got.auth_user == "0"
+            assert got.recipients == (Recipient("bob@example.org", "0", "0"),)
+            db = sqlite3.connect(tmp_path / "queue.db")
+            try:
+                row = db.execute("SELECT typeof(auth_user), typeof(spool_name) FROM messages").fetchone()
+                assert row == ("text", "null")
+                got_rcpt = db.execute("SELECT typeof(notify), typeof(orcpt) FROM recipients").fetchone()
+                assert got_rcpt == ("text", "text")
+            finally:
+                db.close()
         finally:
             await store.close()
 
