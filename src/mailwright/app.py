@@ -38,7 +38,7 @@ from mailwright.policy.relay import RelayPolicy
 from mailwright.protocol.reply import R
 from mailwright.protocol.sasl import Credentials
 from mailwright.protocol.server import ServerSettings
-from mailwright.queue.sqlite import QueueLocked, SQLiteQueueStore
+from mailwright.queue.sqlite import QueueLocked, QueueUnusable, SQLiteQueueStore
 from mailwright.queue.store import MessageSink
 from mailwright.users.store import UserError, UserStore
 
@@ -273,6 +273,9 @@ def run(config: Config) -> int:
         log.error(
             "cannot start: %s (fix: stop the other mailwright, or give this one its own state_dir)", exc
         )
+        return 1
+    except QueueUnusable as exc:
+        log.error("cannot start: %s", exc)
         return 1
     except (UserError, sqlite3.Error) as exc:
         log.error("cannot start: user database: %s (fix: check auth.users_db and its permissions)", exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import smtplib
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,31 @@ def test_second_server_on_the_same_queue_or_port_exits_1_with_a_fix(
     assert clash.returncode == 1
     assert "Traceback" not in clash.stdout + clash.stderr
     assert "address already in use" in clash.stderr and "fix:" in clash.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [("newer", "has schema version 99, newer than"), ("garbage", "file is not a database")],
+)
+def test_a_queue_this_build_cannot_use_exits_1_with_a_fix(
+    make_server: ServerFactory, workers: int, kind: str, says: str
+) -> None:
+    """A queue left by a newer mailwright (a downgrade), or a file that is no database: one line
+    that names the queue's database and a fix, no traceback, and not mistaken for the user
+    database."""
+    srv = make_server(f"{kind}{workers}", workers=workers, start=False)
+    srv.queue_db.parent.mkdir(parents=True)
+    if kind == "newer":
+        db = sqlite3.connect(srv.queue_db)
+        db.execute("PRAGMA user_version = 99")
+        db.close()
+    else:
+        srv.queue_db.write_bytes(b"this is not a database" * 100)
+    done = serve(srv.config)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "Traceback" not in output
+    (line,) = [text for text in output.splitlines() if "cannot start" in text]
+    assert says in line and str(srv.queue_db) in line and "fix:" in line, line
+    assert "user database" not in line

@@ -24,7 +24,7 @@ from mailwright.queue.model import (
     queue_id_number,
     queue_id_text,
 )
-from mailwright.queue.sqlite import QueueLocked, SQLiteQueueStore
+from mailwright.queue.sqlite import QueueLocked, QueueUnusable, SQLiteQueueStore
 
 
 def spool_files(directory: Path) -> list[str]:
@@ -599,6 +599,45 @@ def test_a_version_2_queue_is_renumbered_by_arrival_and_keeps_everything(tmp_pat
         assert 'REFERENCES "messages"(id)' in child_sql or "REFERENCES messages(id)" in child_sql
     finally:
         db.close()
+
+
+def test_a_queue_of_a_newer_schema_is_refused_with_a_fix(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "queue.db")
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(QueueUnusable, match=r"schema version 99, newer than this build's 3 .*fix:"):
+        SQLiteQueueStore(tmp_path)
+    again = sqlite3.connect(tmp_path / "queue.db")  # untouched, and the directory lock was let go
+    assert again.execute("PRAGMA user_version").fetchone() == (99,)
+    again.close()
+    with pytest.raises(QueueUnusable):
+        SQLiteQueueStore(tmp_path)  # a second attempt meets the same refusal, not QueueLocked
+
+
+def test_a_migration_that_fails_leaves_the_queue_as_it_was(tmp_path: Path) -> None:
+    db = old_queue(tmp_path, 2)
+    db.execute(
+        "INSERT INTO messages (id, sender, received_at, size, body) VALUES (?, 's@x', 100.0, 1, x'58')",
+        (OLD_IDS[0],),
+    )
+    db.execute("CREATE TABLE messages_3 (x)")  # in the way of migration 3
+    db.close()
+    unchanged = r"cannot migrate .* to schema version 3: .*fix: the database is unchanged"
+    with pytest.raises(QueueUnusable, match=unchanged):
+        SQLiteQueueStore(tmp_path)
+    db = sqlite3.connect(tmp_path / "queue.db")
+    try:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("SELECT id FROM messages").fetchall() == [(OLD_IDS[0],)]
+    finally:
+        db.close()
+
+
+def test_an_sqlite_too_old_for_the_schema_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 22, 0))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.22.0")
+    with pytest.raises(QueueUnusable, match=r"SQLite 3\.22\.0 cannot set up .*3\.26\.0 or newer .*fix:"):
+        SQLiteQueueStore(tmp_path / "q")
 
 
 def test_the_listing_is_in_order_of_arrival(tmp_path: Path) -> None:

@@ -156,8 +156,18 @@ _MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
+# Migration 3 uses window functions (SQLite 3.25) and an ALTER TABLE RENAME that rewrites the
+# other table's REFERENCES (3.26); Debian has shipped newer since version 10.
+MIN_SQLITE = (3, 26, 0)
+
+
 class QueueLocked(RuntimeError):
     """Another process already writes to this queue directory."""
+
+
+class QueueUnusable(RuntimeError):
+    """The queue database cannot be opened or brought to this build's schema; the message names
+    the fix."""
 
 
 _Ticket = tuple[asyncio.AbstractEventLoop, "asyncio.Future[str]"]
@@ -229,13 +239,19 @@ class SQLiteQueueStore:
         self._lock_fd = fd
         try:
             self.spool.create()
-            conn = self._connect()
             try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                self._migrate(conn)
-                self._recover(conn)
-            finally:
-                conn.close()
+                conn = self._connect()
+                try:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    self._migrate(conn)
+                    self._recover(conn)
+                finally:
+                    conn.close()
+            except sqlite3.Error as exc:
+                raise QueueUnusable(
+                    f"cannot open the queue database {self.db_path}: {exc} (fix: check the file's"
+                    f" permissions, and its integrity with sqlite3 {self.db_path} 'PRAGMA integrity_check')"
+                ) from exc
             # The new database and spool directory entries must survive a crash too.
             dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
@@ -254,13 +270,29 @@ class SQLiteQueueStore:
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"{self.db_path} has schema version {version}; this build knows {SCHEMA_VERSION}"
+            raise QueueUnusable(
+                f"{self.db_path} has schema version {version}, newer than this build's {SCHEMA_VERSION}"
+                " (fix: run the newer mailwright that wrote it)"
+            )
+        if version < SCHEMA_VERSION and sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise QueueUnusable(
+                f"SQLite {sqlite3.sqlite_version} cannot set up {self.db_path}: the queue needs"
+                f" {'.'.join(map(str, MIN_SQLITE))} or newer (fix: run mailwright on a Python whose"
+                " sqlite3 module uses a newer SQLite)"
             )
         for number in range(version + 1, SCHEMA_VERSION + 1):
-            conn.executescript(
-                f"BEGIN IMMEDIATE; {_MIGRATIONS[number - 1]}; PRAGMA user_version = {number}; COMMIT;"
-            )
+            try:
+                conn.executescript(
+                    f"BEGIN IMMEDIATE; {_MIGRATIONS[number - 1]}; PRAGMA user_version = {number}; COMMIT;"
+                )
+            except sqlite3.Error as exc:
+                if conn.in_transaction:  # executescript stops at the failing statement
+                    conn.execute("ROLLBACK")
+                raise QueueUnusable(
+                    f"cannot migrate {self.db_path} to schema version {number}: {exc} (fix: the"
+                    " database is unchanged; make room on its file system, or check it with"
+                    f" sqlite3 {self.db_path} 'PRAGMA integrity_check')"
+                ) from exc
             log.info("queue %s: schema migrated to version %d", self.db_path, number)
 
     def _recover(self, conn: sqlite3.Connection) -> None:
