@@ -25,6 +25,11 @@ from mailwright.protocol.reply import Reply
             b"250-mx.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
         ),
         (Reply(550, "5.1.1", "no such user\nhere"), b"550-5.1.1 no such user\r\n550 5.1.1 here\r\n"),
+        (Reply(550, "5.1.1", "no such user\r\nhere\n"), b"550-5.1.1 no such user\r\n550 5.1.1 here\r\n"),
+        (Reply(250, None, ("a\nb", "", "c")), b"250-a\r\n250-b\r\n250-\r\n250 c\r\n"),
+        # Only LF ends a line: the separators str.splitlines also knows stay inside it.
+        (Reply(250, None, "x\u2028250 y\x85z\u2029"), "250 x\u2028250 y\x85z\u2029\r\n".encode()),
+        (Reply(501, "5.5.4", ("a\x0bb\x0cc\x1cd",)), b"501 5.5.4 a\x0bb\x0cc\x1cd\r\n"),
         (Reply(354, None, "End data with <CR><LF>.<CR><LF>"), b"354 End data with <CR><LF>.<CR><LF>\r\n"),
     ],
 )

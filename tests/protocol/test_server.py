@@ -230,6 +230,89 @@ def test_auth_bad_base64_and_cancel() -> None:
     assert h.send(b"NOOP\r\n") == ["250 2.0.0 OK"]
 
 
+def _xoauth2_error_challenge(h: Harness) -> None:
+    h.send(b"EHLO c.test\r\n")
+    response = base64.b64encode(b"user=alice\x01auth=Bearer expired\x01\x01")
+    assert h.send(b"AUTH XOAUTH2 " + response + b"\r\n")[0].startswith("334 ")  # the error challenge
+
+
+@pytest.mark.parametrize(
+    ("line", "reply"),
+    [
+        (b"A" * (MAX_AUTH + 10) + b"\r\n", "500 5.5.2 Line too long"),
+        (b"\n", "500 5.5.2 Bare CR or LF in command; lines must end with CRLF (RFC 5321 2.3.8)"),
+    ],
+    ids=["overlong", "bare-lf"],
+)
+def test_an_auth_exchange_ended_by_a_bad_line_leaves_nothing_behind(line: bytes, reply: str) -> None:
+    # The error challenge's final 535 was kept past an exchange that ended otherwise, and the
+    # next AUTH was answered with it whatever its credentials (found by fuzzing).
+    s = ServerSettings(hostname="mx.test", tls_active=True, auth_mechanisms=("PLAIN", "XOAUTH2"))
+    h = Harness(s, auth_ok=False)
+    _xoauth2_error_challenge(h)
+    assert h.send(line) == [reply]
+    h.auth_ok = True
+    assert h.send(b"AUTH PLAIN\r\n") == ["334 "]
+    assert h.send(base64.b64encode(b"\x00alice\x00secret") + b"\r\n") == [
+        "235 2.7.0 Authentication successful"
+    ]
+    attempts = [e for e in h.events if isinstance(e, ev.AuthAttempt)]
+    assert [a.credentials.mechanism for a in attempts] == ["XOAUTH2", "PLAIN"]
+
+
+def test_a_bare_lf_response_ends_the_auth_exchange() -> None:
+    # Before, the exchange went on and the client's next command was read as a SASL response.
+    s = ServerSettings(hostname="mx.test", tls_active=True, auth_mechanisms=("LOGIN",))
+    h = Harness(s)
+    h.send(b"EHLO c.test\r\n")
+    assert h.send(b"AUTH LOGIN\r\n")[0].startswith("334 ")
+    assert h.send(base64.b64encode(b"alice") + b"\n")[0].startswith("500 5.5.2")
+    assert h.send(b"NOOP\r\n") == ["250 2.0.0 OK"]
+    assert not any(isinstance(e, ev.AuthAttempt) for e in h.events)
+
+
+@pytest.mark.parametrize("char", ["\u2028", "\u2029", "\x85", "\x7f", "\x1b", "\u200b"])
+@pytest.mark.parametrize("verb", ["EHLO", "HELO"])
+def test_a_hello_name_with_a_control_or_separator_character_is_refused(verb: str, char: str) -> None:
+    # The name is echoed in the Hello reply and the Received header; "x\u2028220\u2029STARTTLS"
+    # used to come back as three reply lines (found by fuzzing).
+    h = Harness()
+    replies = h.send(f"{verb} x{char}220{char}STARTTLS\r\n".encode())
+    assert replies == [f"501 5.5.4 Syntax: {verb} hostname"]
+    assert not any(isinstance(e, ev.Hello) for e in h.events)
+    assert h.send(b"EHLO b\xc3\xbccher.test\r\n")[0] == "250-mx.test Hello b\u00fccher.test"
+
+
+def _hello_in_a_transaction(accept_second: bool) -> tuple[list[str], list[str], ServerConnection]:
+    conn = ServerConnection(BASE)
+    conn.receive_data(b"EHLO a\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@mx.test>\r\nEHLO b\r\nDATA\r\n")
+    seen: list[ev.Event] = []
+    while (event := conn.next_event()) is not None:
+        seen.append(event)
+        if isinstance(event, ev.Hello) and event.hostname == "b" and not accept_second:
+            conn.reject(Reply(550, "5.7.1", "Go away"))
+        elif event.needs_reply:
+            conn.accept()
+    return conn.data_to_send().decode().splitlines(), [type(e).__name__ for e in seen], conn
+
+
+def test_an_accepted_hello_in_a_transaction_resets_it() -> None:
+    replies, kinds, conn = _hello_in_a_transaction(accept_second=True)
+    assert kinds == ["Hello", "Mail", "Rcpt", "Hello", "TransactionReset"]
+    assert replies[-1] == "503 5.5.1 Send MAIL first"
+    assert conn.helo == "b"
+
+
+def test_a_refused_hello_in_a_transaction_leaves_it_as_it_was() -> None:
+    # RFC 5321 4.1.4 resets on an acceptable EHLO only. The engine used to tell the application
+    # of a reset before the Hello was answered and keep the transaction when it was refused:
+    # DATA then got 354 for a transaction the application had dropped (found by fuzzing).
+    replies, kinds, conn = _hello_in_a_transaction(accept_second=False)
+    assert kinds == ["Hello", "Mail", "Rcpt", "Hello", "BodyStart"]
+    assert replies[-2:] == ["550 5.7.1 Go away", "354 End data with <CR><LF>.<CR><LF>"]
+    assert conn.helo == "a"
+
+
 def test_too_many_errors_closes_with_421() -> None:
     h = Harness()
     replies = h.send(b"BOGUS\r\n" * 25)

@@ -17,7 +17,10 @@ Records, master -> worker:
 - (AUTH_FAILED, key) and (AUTH_OK, key): another worker's AUTH outcome
 
 Invariants: a frame is decoded only once it is complete; a frame longer than `MAX_FRAME` is a
-protocol error (the peer is broken), never a reason to buffer without bound.
+protocol error (the peer is broken), never a reason to buffer without bound. `MAX_FRAME` bounds
+the bytes held, not what decoding them builds: `marshal` trusts its input, and nine crafted
+bytes make it allocate a tuple of 2**31 items. The channel may use it only because its peers
+are our own forked processes; it must never carry bytes from anyone else.
 
 Not responsible for: what the records mean (`prefork.master`, `prefork.worker`).
 """

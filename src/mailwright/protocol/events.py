@@ -115,7 +115,8 @@ class BodyRejected(Event):
 
 
 class TransactionReset(Event):
-    """RSET, a new EHLO, STARTTLS or a failed BDAT: drop any envelope and body in progress."""
+    """RSET, a new EHLO once accepted (it comes right after that Hello), STARTTLS or a failed
+    BDAT: drop any envelope and body in progress."""
 
     __slots__ = ()
 

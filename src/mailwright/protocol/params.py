@@ -350,6 +350,14 @@ def _orcpt(fields: dict[str, Any], value: str | None, enabled: frozenset[str]) -
     addr_type = addr_type.upper()
     if addr_type == "UTF-8":
         address = _utf8_addr_decode(encoded, raw_utf8="SMTPUTF8" in enabled)
+        # Printable, as RFC 3461 4.2 asks of every ORCPT: "+0D+0A" decoded to a line break that
+        # a bounce's Original-Recipient: field would carry (found by fuzzing).
+        if not address.isprintable():
+            raise _syntax("Malformed ORCPT: control or separator character in the address")
+        # We pass ORCPT on as utf-8-addr-xtext, which spells each non-ASCII character and each
+        # "+" in 5 or more characters: what we accept must still fit the limit once spelled so.
+        if len(addr_type) + 1 + len(_utf8_addr_encode(address)) > MAX_ORCPT:
+            raise _syntax(f"ORCPT longer than {MAX_ORCPT} characters once encoded as utf-8-addr-xtext")
     else:
         if not encoded.isascii():
             raise _syntax("Non-ASCII ORCPT address needs the utf-8 address type")

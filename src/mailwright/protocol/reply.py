@@ -60,10 +60,13 @@ class Reply:
             raise ValueError(f"reply code {code} is outside 200..599")
         if enhanced is not None and _enhanced_class(enhanced) != code // 100:
             raise ValueError(f"enhanced status {enhanced!r} does not fit reply code {code}")
+        # Lines end at LF only: `str.splitlines` also ends them at U+0085, U+2028 and the like,
+        # which a client can put in what a reply echoes (its EHLO name, a parameter's keyword)
+        # to add reply lines of its own making.
         if isinstance(text, str):
-            parts = tuple(text.splitlines()) or ("",)
+            parts = _lines(text)
         else:
-            parts = tuple(line for t in text for line in (t.splitlines() or [""])) or ("",)
+            parts = tuple(line for t in text for line in _lines(t)) or ("",)
         object.__setattr__(self, "code", code)
         object.__setattr__(self, "enhanced", enhanced)
         object.__setattr__(self, "lines", parts)
@@ -114,6 +117,12 @@ class Reply:
     def __str__(self) -> str:
         head = f"{self.code} {self.enhanced} " if self.enhanced else f"{self.code} "
         return head + " / ".join(self.lines)
+
+
+def _lines(text: str) -> tuple[str, ...]:
+    if "\n" not in text:
+        return (text,)
+    return tuple(line.removesuffix("\r") for line in text.removesuffix("\n").split("\n"))
 
 
 class SMTPError(Exception):

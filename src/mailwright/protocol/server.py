@@ -230,6 +230,10 @@ class ServerConnection:
         if isinstance(event, ev.Hello):
             self.helo = event.hostname
             self.extended = event.extended
+            if self.state in (State.MAIL, State.RCPT, State.BDAT):
+                # RFC 5321 4.1.4: an EHLO the server accepts resets the session as RSET does; a
+                # refused one changes nothing. So the reset is told only now, after the Hello.
+                self._emit(ev.TransactionReset())
             self._reset_transaction()
             self.state = State.READY
             default = self._hello_reply(event)  # also records what this session offers
@@ -367,6 +371,8 @@ class ServerConnection:
             self._error(R.LINE_TOO_LONG)
             return True
         if bare:
+            if self.state is State.AUTH:  # as above: the exchange ends with its error reply
+                self._finish_auth()
             self._error(R.BARE_LF_COMMAND)
             return True
         if self.state is State.AUTH:
@@ -486,10 +492,10 @@ class ServerConnection:
 
     def _hello(self, arg: str, *, extended: bool) -> None:
         name = arg.strip()
-        if not name or " " in name or any(ord(c) < 33 for c in name):
+        # isprintable: no control character, and no line or paragraph separator, which would
+        # otherwise travel in the Hello reply and the Received header.
+        if not name or " " in name or not name.isprintable():
             raise SMTPError(Reply(501, "5.5.4", f"Syntax: {'EHLO' if extended else 'HELO'} hostname"))
-        if self.state in (State.MAIL, State.RCPT, State.BDAT):
-            self._emit(ev.TransactionReset())
         self._emit(ev.Hello(name, extended))
 
     def enabled_extensions(self) -> frozenset[str]:
@@ -727,4 +733,5 @@ class ServerConnection:
 
     def _finish_auth(self) -> None:
         self._sasl = None
+        self._sasl_final = None  # however the exchange ended, a pending error reply goes with it
         self.state = State.READY
