@@ -59,7 +59,7 @@ def extensions() -> list[Extension]:
         # another went through the PLT and none was inlined (4,816 such calls in the build).
         # Nothing interposes them; the flag (CPython's own optimised builds use it for
         # libpython) makes those calls direct: the server's CPU a message 2-4 % lower
-        # (docs/architecture.md, round "Run 22"). tests/test_build.py holds it.
+        # (docs/performance.md, round "Run 22"). tests/test_build.py holds it.
         ext.extra_compile_args = [*ext.extra_compile_args, "-fno-semantic-interposition"]
     return modules
 

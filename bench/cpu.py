@@ -14,7 +14,7 @@ else (its fsyncs and hand-offs, or one process doing all the work), and speeds u
 host does.
 
 Why: on two cores shared with the load generator the throughput ratio against Postfix moves with
-the host (docs/architecture.md, "Runs 12 to 14"); CPU per message and idle share say why.
+the host (docs/performance.md, "Runs 12 to 14"); CPU per message and idle share say why.
 
 Not responsible for: the load generator's own CPU (it is not in the server's tree, and is in the
 machine's figures), per-thread detail, or anything outside Linux's /proc.

@@ -24,6 +24,7 @@ from typing import Any
 
 from bench import client, signing
 from bench.cpu import SHARES as MACHINE_SHARES
+from bench.doc_block import replace_block
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 TARGETS = ["mailwright", "postfix", "aiosmtpd", "smtp-sink"]
@@ -282,12 +283,4 @@ def write_json(res: dict[str, Any], path: Path) -> None:
 
 
 def update_readme(readme: Path, md: str) -> None:
-    text = readme.read_text()
-    block = f"{START}\n{md}{END}"
-    if START in text and END in text and text.index(START) < text.index(END):
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        text = before + block + after
-    else:
-        text = text.rstrip("\n") + "\n\n## Benchmarks\n\n" + block + "\n"
-    readme.write_text(text)
+    replace_block(readme, md, START, END, "## Benchmarks")

@@ -10,7 +10,8 @@ targets runs every benchmark against them; naming only benchmarks runs them agai
 Every target is started fresh for every benchmark and stopped afterwards.  The results go to
 bench/results/<UTC timestamp>.json and bench/results/latest.md (a smoke run writes
 bench/results/smoke/latest.{json,md}, ignored by git), the table is printed, and unless
---no-readme or --smoke the README section between the bench markers is replaced.
+--no-readme or --smoke the README section between the bench markers is replaced, and with it the
+table of every suite run in docs/performance.md (`bench.history`).
 
 Exit status: 0 when every measurement that ran succeeded (a peer that cannot run here, like a
 second Postfix instance without root, is reported with the reason and does not fail the run),
@@ -37,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import acceptance, client, endtoend, idle, large, postfix_instance, report, signing
+from bench import acceptance, client, endtoend, history, idle, large, postfix_instance, report, signing
 from bench.targets import REPO, STARTERS, Target, start_postfix_relay
 from mailwright.build_info import build_kind
 
@@ -140,7 +141,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], list[s
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny counts (< 60 s), for the test suite")
     ap.add_argument("--only", default="", help=f"comma-separated names from {BENCHMARKS + list(STARTERS)}")
-    ap.add_argument("--no-readme", action="store_true", help="do not touch README.md")
+    ap.add_argument("--no-readme", action="store_true", help="do not touch README.md or docs/performance.md")
     args = ap.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
     unknown = [n for n in names if n not in BENCHMARKS and n not in STARTERS]
@@ -283,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         (results / "latest.md").write_text(md)
         if not args.no_readme:
             report.update_readme(REPO / "README.md", md)
+            history.update_doc()
     print()
     print(md)
     print(f"total {res['wall_seconds']:.0f} s")

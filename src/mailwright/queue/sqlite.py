@@ -111,7 +111,7 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: drop the two secondary indexes, which no query used. Each cost every accepted message one
     # more b-tree insert and every commit one more WAL page: together 13.7k of the committer's 89k
-    # instructions and 5.8 of its ~41 us of CPU a message (docs/architecture.md, "Performance").
+    # instructions and 5.8 of its ~41 us of CPU a message (docs/performance.md, round "Run 20").
     # `messages_received` served only the operator listing's ORDER BY, which sorts its rows
     # itself; `recipients_due` was made ahead of the delivery scheduler, which will create the
     # index its own query needs.
@@ -122,7 +122,7 @@ _MIGRATIONS: tuple[str, ...] = (
     # 3: a message's key is its number (`model.next_queue_number`), the table's rowid, instead of
     # its text id, whose PRIMARY KEY made SQLite keep a second b-tree beside the table: one more
     # insert per message and one more WAL page per commit (~6k of the committer's instructions
-    # a message and a fifth of its WAL writes, docs/architecture.md, round "Run 29"). Queued mail is
+    # a message and a fifth of its WAL writes, docs/performance.md, round "Run 29"). Queued mail is
     # renumbered from its arrival time, in the order of its old ids; spilled bodies keep the
     # file names stored in `spool_name`. Each table is rebuilt, recipients first, so that no
     # DROP cascades into rows still needed.
