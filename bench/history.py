@@ -197,9 +197,12 @@ def markdown(runs: list[Run], left_out: dict[str, str]) -> str:
     return table(runs) + "\n" + "".join(f"- {line}\n" for line in summary(runs, left_out))
 
 
-def update_doc(doc: Path = DOC, results: Path = RESULTS) -> None:
-    """Rewrite the block of every suite run in `doc` (docs/performance.md) from `results`."""
-    replace_block(doc, markdown(*collect(results)), START, END, "## Every suite run")
+def update_doc(doc: Path = DOC, results: Path = RESULTS) -> str:
+    """Rewrite the block of every suite run in `doc` (docs/performance.md) from `results`;
+    returns the block."""
+    md = markdown(*collect(results))
+    replace_block(doc, md, START, END, "## Every suite run")
+    return md
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,11 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.results.is_dir():
         ap.error(f"{args.results} is not a directory: give the suite's results with --results")
-    runs, left_out = collect(args.results)
-    if args.write:
-        update_doc(DOC, args.results)
+    # The files are read and the table rendered once, written or not.
+    md = update_doc(DOC, args.results) if args.write else markdown(*collect(args.results))
     try:
-        print(markdown(runs, left_out), end="", flush=True)
+        print(md, end="", flush=True)
     except BrokenPipeError:  # `| head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
