@@ -1,6 +1,7 @@
 """One turn of the master's loop, driven through real socketpairs (no fork): commits for every
 worker in one transaction and numbered, spooled bodies renamed, a failing message alone refused, AUTH news
-relayed to the other workers only, and a worker that sends garbage cut off."""
+relayed to the other workers only, a worker that sends garbage cut off, and under load the next
+frame gathered into the batch (within a bounded wait)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import pytest
 from mailwright.config.schema import Config, QueueConfig
 from mailwright.limits.connections import ConnectionTable
 from mailwright.prefork import wire
-from mailwright.prefork.master import Master, WorkerHandle
+from mailwright.prefork.master import GATHER_MS, Master, WorkerHandle
 from mailwright.queue.model import Envelope, Recipient, next_queue_number, queue_id_number, queue_id_text
 from mailwright.queue.sqlite import SQLiteQueueStore
 
@@ -153,3 +155,67 @@ def test_a_worker_sending_garbage_is_cut_off_and_killed(rig: Rig) -> None:
     rig.send(1, [commit(1)])
     rig.master._turn()
     assert rig.receive(1) == [(wire.RESULT, 1, queue_id_text(BASE), None)]
+
+
+class FirstPollSeesOne:
+    """The master's poll set, except that its first `poll` reports only `fd`: it stands for a
+    frame that arrives just after the master woke up for another one."""
+
+    def __init__(self, real: Any, fd: int) -> None:
+        self.real = real
+        self.fd = fd
+        self.timeouts: list[int | None] = []
+
+    def poll(self, timeout: int | None = None) -> list[tuple[int, int]]:
+        self.timeouts.append(timeout)
+        events = self.real.poll(timeout)
+        return [e for e in events if e[0] == self.fd] if len(self.timeouts) == 1 else events
+
+    def register(self, fd: int, mask: int) -> None:
+        self.real.register(fd, mask)
+
+    def unregister(self, fd: int) -> None:
+        self.real.unregister(fd)
+
+
+def late_second_frame(rig: Rig) -> FirstPollSeesOne:
+    rig.send(0, [commit(1)])
+    rig.send(1, [commit(1)])
+    first_fd = rig.master.workers[rig.procs[0].pid].channel.fileno()  # type: ignore[union-attr]
+    poll = FirstPollSeesOne(rig.master.poll, first_fd)
+    rig.master.poll = poll  # type: ignore[assignment]
+    return poll
+
+
+def test_under_load_the_next_frame_joins_the_batch(rig: Rig) -> None:
+    rig.master.last_batch = 2
+    poll = late_second_frame(rig)
+    rig.master._turn()
+    assert poll.timeouts[1] == GATHER_MS
+    assert rig.receive(0) == [(wire.RESULT, 1, queue_id_text(BASE), None)]
+    assert rig.receive(1) == [(wire.RESULT, 1, queue_id_text(BASE + 1), None)]
+    stats = rig.master.store.committer.stats
+    assert (stats.messages, stats.transactions) == (2, 1)
+    assert rig.master.last_batch == 2
+
+
+def test_a_lone_message_does_not_wait_for_company(rig: Rig) -> None:
+    rig.master.last_batch = 1
+    poll = late_second_frame(rig)
+    rig.master._turn()
+    assert len(poll.timeouts) == 1
+    assert rig.receive(0) == [(wire.RESULT, 1, queue_id_text(BASE), None)]
+    rig.master._turn()  # the second frame waited for the next turn
+    assert rig.receive(1) == [(wire.RESULT, 1, queue_id_text(BASE + 1), None)]
+    stats = rig.master.store.committer.stats
+    assert (stats.messages, stats.transactions) == (2, 2)
+
+
+def test_the_wait_for_company_is_bounded(rig: Rig) -> None:
+    rig.master.last_batch = 5
+    rig.send(0, [commit(1)])
+    started = time.monotonic()
+    rig.master._turn()
+    assert time.monotonic() - started < 0.5  # GATHER_MS is 1 ms; nothing else arrives
+    assert rig.receive(0) == [(wire.RESULT, 1, queue_id_text(BASE), None)]
+    assert rig.master.last_batch == 1
