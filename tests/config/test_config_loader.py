@@ -367,3 +367,66 @@ def test_workers_setting(tmp_path: Path) -> None:
     )
     quoted = write(tmp_path, 'workers = "2"\n', "quoted.toml")
     assert "(fix: write it without quotes: workers = 2)" in error_of(quoted)
+
+
+def test_directories_that_cannot_be_created_are_errors(tmp_path: Path) -> None:
+    # Before: `config check` said OK and `serve` failed with "[Errno 17] File exists".
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    path = write(
+        tmp_path,
+        """
+        state_dir = "afile"
+
+        [queue]
+        directory = "afile/queue"
+
+        [auth]
+        users_db = "adir"
+    """,
+    )
+    message = error_of(path)
+    assert (
+        f'{path}:1: state_dir = "afile": is a file, not a directory '
+        "(fix: name a directory, which mailwright creates when missing, or move that file out of the way)"
+    ) in message
+    assert f'{path}:4: queue.directory = "afile/queue": {tmp_path / "afile"} is a file, not a directory' in (
+        message
+    )
+    assert (
+        f'{path}:7: auth.users_db = "adir": is a directory '
+        f'(fix: name the database file, e.g. users_db = "{tmp_path / "adir" / "users.db"}")'
+    ) in message
+    under_file = write(tmp_path, '[auth]\nusers_db = "afile/users.db"\n', "b.toml")
+    assert f'{under_file}:2: auth.users_db = "afile/users.db": {tmp_path / "afile"} is a file' in error_of(
+        under_file
+    )
+    fine = write(tmp_path, 'state_dir = "new/state"\n[auth]\nusers_db = "adir/users.db"\n', "c.toml")
+    config = load(fine, env={})
+    assert config.state_dir == tmp_path / "new" / "state" and not config.state_dir.exists()
+
+
+@pytest.mark.parametrize("address", ["999.1.1.1", "10.0.0", "192.168.1.300."])
+def test_listener_address_that_is_a_mistyped_ip_is_an_error(tmp_path: Path, address: str) -> None:
+    # Before: accepted as a host name; `serve` then failed with "Name or service not known".
+    path = write(tmp_path, f'[[listeners]]\nrole = "mx"\naddress = "{address}"\nport = 2525\n')
+    assert (
+        f'{path}:3: listeners[0].address = "{address}": is not an IP address or host name (fix: '
+        in error_of(path)
+    )
+
+
+def test_listener_host_names_with_digits_are_still_accepted(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[[listeners]]\nrole = "mx"\naddress = "localhost"\nport = 2525\n'
+        '[[listeners]]\nrole = "mx"\naddress = "1.example"\nport = 2526\n',
+    )
+    assert [lc.address for lc in load(path, env={}).listeners] == ["localhost", "1.example"]
+
+
+def test_unreadable_file_fix_names_both_ways_of_giving_it(tmp_path: Path) -> None:
+    message = error_of(tmp_path / "nope.toml")
+    assert message.endswith(
+        "(fix: check the path given with --config or MAILWRIGHT_CONFIG, and its permissions)"
+    )

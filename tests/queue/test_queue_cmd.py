@@ -160,3 +160,13 @@ def test_subprocess_never_shows_a_traceback(queue_dir: tuple[Path, str, str]) ->
     )
     assert broken.returncode == 1 and "Traceback" not in broken.stderr
     assert "cannot read the queue" in broken.stderr
+
+
+def test_unusable_queue_names_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: "cannot read the queue in DIR: file is not a database" and nothing to do about it.
+    (tmp_path / "queue.db").write_text("this is not a database\n" * 100)
+    assert cli("list", "--queue-dir", str(tmp_path)) == 1
+    assert capsys.readouterr().err == (
+        f"mailwright queue: cannot read the queue in {tmp_path}: file is not a database "
+        "(fix: check that --queue-dir or queue.directory names a mailwright queue you may read)\n"
+    )

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mailwright.cli import user_cmd
-from mailwright.users.store import UserInfo, UserStore
+from mailwright.users.store import UserError, UserInfo, UserStore
 
 
 class FakeStdin(io.StringIO):
@@ -128,3 +128,92 @@ def test_run_functions_take_the_db_path(tmp_path: Path, capsys: pytest.CaptureFi
     args = argparse.Namespace(name="x", users_db=None)
     assert user_cmd.run_del(args, db) == 1
     assert db.exists()
+
+
+NOT_UTF8 = b"\xff".decode("utf-8", "surrogateescape")  # how a non-UTF-8 argument byte arrives
+
+
+def test_names_and_addresses_that_are_not_utf8_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before: UnicodeEncodeError from SQLite, a traceback.
+    db = str(tmp_path / "users.db")
+    monkeypatch.setattr("sys.stdin", FakeStdin("pw\n", tty=False))
+    assert run(["user", "add", f"x{NOT_UTF8}", "--users-db", db, "--password-stdin"]) == 1
+    assert capsys.readouterr().err == "mailwright user add: error: username must be UTF-8 text\n"
+    assert run(["user", "del", NOT_UTF8, "--users-db", db]) == 1
+    assert capsys.readouterr().err == "mailwright user del: error: username must be UTF-8 text\n"
+    monkeypatch.setattr("sys.stdin", FakeStdin("pw\n", tty=False))
+    argv = [
+        "user",
+        "add",
+        "eve",
+        "--users-db",
+        db,
+        "--password-stdin",
+        "--address",
+        f"{NOT_UTF8}@example.org",
+    ]
+    assert run(argv) == 1
+    assert "is not a sender address (write user@example.org or @example.org)" in capsys.readouterr().err
+    with UserStore(Path(db)) as users:
+        assert users.list() == []
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["utf8-mode", "strict-locale"])
+def test_password_that_is_not_utf8_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], strict: bool
+) -> None:
+    # Before: UnicodeEncodeError from the hash (or UnicodeDecodeError from the read), a traceback.
+    db = tmp_path / "users.db"
+    errors = "strict" if strict else "surrogateescape"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"p\xffw\n"), "utf-8", errors))
+    assert run(["user", "add", "frank", "--users-db", str(db), "--password-stdin"]) == 2
+    assert capsys.readouterr().err == (
+        "mailwright user add: error: the password is not UTF-8 text; nothing changed\n"
+    )
+    with UserStore(db) as users:
+        assert users.list() == []
+
+
+def test_store_refuses_a_password_that_is_not_utf8(tmp_path: Path) -> None:
+    with UserStore(tmp_path / "users.db") as users, pytest.raises(UserError, match="password must be UTF-8"):
+        users.add("gina", f"p{NOT_UTF8}w")
+
+
+def test_closed_stdin_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `user add ... <&-` leaves sys.stdin None.  Before: AttributeError, a traceback.
+    db = str(tmp_path / "users.db")
+    monkeypatch.setattr("sys.stdin", None)
+    assert run(["user", "add", "hal", "--users-db", db, "--password-stdin"]) == 2
+    assert capsys.readouterr().err == "mailwright user add: error: no password on standard input\n"
+    assert run(["user", "add", "hal", "--users-db", db]) == 2
+    assert "standard input is not a terminal; pipe the password and pass --password-stdin" in (
+        capsys.readouterr().err
+    )
+
+
+def test_database_path_problems_name_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: "unable to open database file" and "File exists", with nothing to do about it.
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    assert run(["user", "list", "--users-db", str(tmp_path / "adir")]) == 1
+    assert capsys.readouterr().err == (
+        f"mailwright user list: error: user database {tmp_path / 'adir'} is a directory "
+        f"(fix: give the database file, e.g. --users-db {tmp_path / 'adir' / 'users.db'})\n"
+    )
+    assert run(["user", "list", "--users-db", str(tmp_path / "afile" / "users.db")]) == 1
+    assert capsys.readouterr().err == (
+        f"mailwright user list: error: user database {tmp_path / 'afile' / 'users.db'}: "
+        f"{tmp_path / 'afile'} is a file, not a directory "
+        "(fix: check --users-db, or auth.users_db and state_dir in the configuration)\n"
+    )
+    not_a_db = tmp_path / "notes.txt"
+    not_a_db.write_bytes(b"this is not sqlite" * 100)
+    assert run(["user", "list", "--users-db", str(not_a_db)]) == 1
+    assert capsys.readouterr().err == (
+        f"mailwright user list: error: user database {not_a_db}: file is not a database (fix: check "
+        "that --users-db or auth.users_db names a mailwright user database that you may read and write)\n"
+    )

@@ -6,7 +6,10 @@ exists, else built-in defaults.  `queue` and `user` take their directory/databas
 unless given explicitly.
 
 Invariant: a user never sees a traceback; every failure is one line naming the problem
-and the fix, and a non-zero exit status (1 runtime, 2 usage or configuration).
+and the fix, and a non-zero exit status (1 runtime, 2 usage or configuration).  A reader
+that goes away early (`mailwright queue list | head`) is not a failure: the rest of the
+output is dropped without a message, and the status is the command's own (0 if the command
+was still writing).
 
 Not responsible for: any subcommand's own work (each lives in its module).
 """
@@ -66,7 +69,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def flush_stdout() -> None:
+    """Flush standard output; if its reader has gone, send whatever is left to /dev/null.
+
+    Flushing here, before returning, is what makes a closed pipe quiet: left to the interpreter
+    at exit, the failed flush prints "Exception ignored ... BrokenPipeError" and exits 120.
+    """
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+
+
+def _discard_stdout() -> None:
+    # Python's own recipe: the buffered text cannot be dropped, so point the descriptor at
+    # /dev/null and let the interpreter's last flush succeed there.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # stdout is not a real file (a test's capture); nothing will be flushed at exit
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        status = _main(argv)
+    except BrokenPipeError:
+        _discard_stdout()
+        return 0
+    flush_stdout()
+    return status
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "config", None) is None:

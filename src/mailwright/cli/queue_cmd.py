@@ -84,7 +84,8 @@ def run(args: argparse.Namespace, queue_dir: Path) -> int:
     except BrokenPipeError:
         return 0  # the reader (e.g. `| head`) has gone; not an error
     except (OSError, sqlite3.Error) as exc:
-        print(f"{_PROG}: cannot read the queue in {queue_dir}: {exc}", file=sys.stderr)
+        hint = "check that --queue-dir or queue.directory names a mailwright queue you may read"
+        print(f"{_PROG}: cannot read the queue in {queue_dir}: {exc} (fix: {hint})", file=sys.stderr)
         return 1
 
 
@@ -214,7 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["queue", *(sys.argv[1:] if argv is None else argv)])
     func: Callable[[argparse.Namespace], int] = args.func
-    return func(args)
+    status = func(args)
+    from mailwright.cli.main import flush_stdout  # here: that module imports this one
+
+    flush_stdout()
+    return status
 
 
 if __name__ == "__main__":

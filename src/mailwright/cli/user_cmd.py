@@ -7,7 +7,8 @@ Each takes ``--users-db PATH``; without it the default database of the default c
 is used (the main command may supply the path from ``--config`` through ``run_*``'s ``db``).
 
 Exit codes: 0 done; 1 the store refused (user exists, no such user, invalid name or address,
-database unreadable); 2 usage (no terminal to prompt on, passwords differ).  Never a traceback.
+database unreadable); 2 usage (no terminal to prompt on, no password on standard input,
+passwords differ, a password that is not UTF-8).  Never a traceback.
 
 Not responsible for: storage and hashing (`mailwright.users.store`, `.passwords`), or the
 top-level parser (`mailwright.cli.main`).
@@ -35,14 +36,28 @@ def _error(command: str, message: str) -> None:
 
 
 def _read_password(args: argparse.Namespace) -> str | None:
+    try:
+        password = _ask_password(args)
+        if password is not None:
+            password.encode("utf-8")
+    except UnicodeError:
+        # Bytes that are not UTF-8 fail the read under a strict locale, or arrive as surrogates
+        # (Python's UTF-8 mode) that cannot be hashed: the same mistake either way.
+        _error("add", "the password is not UTF-8 text; nothing changed")
+        return None
+    return password
+
+
+def _ask_password(args: argparse.Namespace) -> str | None:
+    stdin = sys.stdin  # None when the descriptor was closed (`<&-`)
     if args.password_stdin:
-        line = sys.stdin.readline()
+        line = stdin.readline() if stdin is not None else ""
         password = line.removesuffix("\n").removesuffix("\r")
         if not password:
             _error("add", "no password on standard input")
             return None
         return password
-    if not sys.stdin.isatty():
+    if stdin is None or not stdin.isatty():
         _error("add", "standard input is not a terminal; pipe the password and pass --password-stdin")
         return None
     first = getpass.getpass(f"Password for {args.name}: ")
@@ -103,15 +118,38 @@ def _guarded(
             return handler(args, db)
         except UserError as exc:
             _error(command, str(exc))
-        except sqlite3.Error as exc:
-            _error(command, f"user database {db}: {exc}")
-        except OSError as exc:
-            _error(command, f"user database {db}: {exc.strerror or exc}")
+        except BrokenPipeError:
+            raise  # the reader of our output has gone; the main command handles that
+        except (sqlite3.Error, OSError) as exc:
+            _error(command, _database_problem(db, exc))
         except (KeyboardInterrupt, EOFError):
             _error(command, "interrupted; nothing changed")
         return EXIT_REFUSED
 
     return run
+
+
+def _database_problem(db: Path | None, exc: sqlite3.Error | OSError) -> str:
+    """Why the user database could not be used, and what to do about it."""
+    if db is not None:
+        # SQLite says only "unable to open database file" and mkdir only "File exists"; the
+        # file system can say which part of the path is wrong.
+        if db.is_dir():
+            return (
+                f"user database {db} is a directory "
+                f"(fix: give the database file, e.g. --users-db {db / 'users.db'})"
+            )
+        blocker = next((p for p in db.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return (
+                f"user database {db}: {blocker} is a file, not a directory "
+                "(fix: check --users-db, or auth.users_db and state_dir in the configuration)"
+            )
+    what = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+    return (
+        f"user database {db}: {what} (fix: check that --users-db or auth.users_db names a "
+        "mailwright user database that you may read and write)"
+    )
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -48,6 +48,8 @@ example (all values shown are the defaults, except where a comment says otherwis
     min_free = 67108864                         # bytes kept free; below it new mail gets 452 4.3.1
 
 Relative paths are relative to the directory of the configuration file; "~" means $HOME.
+A state_dir, queue.directory or auth.users_db set in the file may be missing (it is created at
+start-up), but must not be, or lie under, an existing file; auth.users_db must not be a directory.
 $MAILWRIGHT_STATE_DIR replaces the default state directory; a state_dir in the file wins over it.
 
 Invariants: `load` either returns a fully validated `Config` or raises `ConfigError`; every
@@ -407,6 +409,10 @@ def _is_bind_address(address: str) -> bool:
         ipaddress.ip_address(address)
         return True
     except ValueError:
+        # "999.1.1.1" or "10.0.0" is a mistyped IP address, not a host name: no top-level domain
+        # is all digits (RFC 3696 section 2), and the resolver would fail only at start-up.
+        if address.rstrip(".").rpartition(".")[2].isdigit():
+            return False
         return _domain_problem(address) is None
 
 
@@ -431,6 +437,35 @@ def _clashing(seen: Mapping[tuple[str, int], int], listener: ListenerConfig) -> 
         if "::" in (address, other) and ":" in address and ":" in other:
             return index
     return None
+
+
+def _not_a_directory(path: Path) -> Path | None:
+    """The first existing part of `path` that is not a directory: creating `path` would fail."""
+    for part in (*reversed(path.parents), path):
+        if not part.exists():
+            return None
+        if not part.is_dir():
+            return part
+    return None
+
+
+def _check_directory(
+    r: _Reader, where: tuple[str, ...], raw: Any, path: Path | None, *, is_file: bool = False
+) -> None:
+    """Report a setting whose directory (`path`, or its parent when `is_file`) cannot be created
+    because it is, or lies under, something that is not a directory."""
+    if path is None:
+        return
+    blocker = _not_a_directory(path.parent if is_file else path)
+    if blocker is None:
+        return
+    what = "is a file, not a directory" if blocker == path else f"{blocker} is a file, not a directory"
+    r.problem(
+        where,
+        what,
+        value=raw,
+        fix="name a directory, which mailwright creates when missing, or move that file out of the way",
+    )
 
 
 def _read_tls(r: _Reader, data: Mapping[str, Any]) -> TLSConfig:
@@ -546,7 +581,7 @@ def load(
         raise ConfigError(
             [
                 f"{path}: cannot read the configuration file: {exc.strerror or exc} "
-                "(fix: check the path given with --config and its permissions)"
+                "(fix: check the path given with --config or MAILWRIGHT_CONFIG, and its permissions)"
             ]
         ) from None
     except UnicodeDecodeError as exc:
@@ -566,6 +601,7 @@ def load(
             fix='write the public name of this server, e.g. hostname = "mail.example.org"',
         )
     state_dir = r.path(data, ("state_dir",), 'write state_dir = "/var/lib/mailwright"')
+    _check_directory(r, ("state_dir",), data.get("state_dir"), state_dir)
     if state_dir is None:
         state_dir = schema.default_state_dir(env, is_root=root)
     local = r.domains(data, ("local_domains",), (hostname.lower().rstrip("."),))
@@ -580,12 +616,22 @@ def load(
     listeners = _read_listeners(r, data)
     tls = _read_tls(r, data)
     auth = _read_auth(r, data)
+    if auth.users_db is not None and auth.users_db.is_dir():
+        r.problem(
+            ("auth", "users_db"),
+            "is a directory",
+            value=data["auth"]["users_db"],
+            fix=f"name the database file, e.g. users_db = {toml_value(auth.users_db / 'users.db')}",
+        )
+    elif auth.users_db is not None:
+        _check_directory(r, ("auth", "users_db"), data["auth"]["users_db"], auth.users_db, is_file=True)
     if auth.users_db is None:
         auth = dataclasses.replace(auth, users_db=state_dir / "users.db")
     limits = _read_limits(r, data)
     queue_table = r.sub_table(data, "queue")
     r.table(queue_table, ("queue",), _field_names(QueueConfig))
     queue_dir = r.path(queue_table, ("queue", "directory"), 'write directory = "/var/lib/mailwright/queue"')
+    _check_directory(r, ("queue", "directory"), queue_table.get("directory"), queue_dir)
     min_free = r.integer(queue_table, ("queue", "min_free"), QueueConfig.min_free, 0, 2**63 - 1)
     workers = r.integer(data, ("workers",), 0, 0, schema.MAX_WORKERS)
     if r.problems:

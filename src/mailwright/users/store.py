@@ -10,7 +10,8 @@ only for users added with ``cram=True``; whoever can read the database can log i
 scrypt hash is kept for every user and is what PLAIN and LOGIN are checked against.
 
 Invariants:
-- Usernames are 1..255 characters with no control characters and no surrounding white space;
+- Usernames are 1..255 characters of UTF-8 text (no lone surrogates, as undecodable bytes in
+  a command-line argument become) with no control characters and no surrounding white space;
   the domain part of a name containing "@" is lower-cased (domains are case-insensitive,
   RFC 5321 section 2.4), the local part is kept as written.
 - `verify_password` costs one scrypt whether or not the user exists (a dummy hash is checked
@@ -58,6 +59,12 @@ def _has_control(text: str) -> bool:
     return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
 
 
+def _is_utf8(text: str) -> bool:
+    # A command-line argument with bytes that are not UTF-8 arrives as lone surrogates, which
+    # SQLite and the password hash cannot encode.
+    return not any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
 def _norm_domain(domain: str) -> str:
     domain = domain.rstrip(".").lower()
     if not domain.isascii():
@@ -74,6 +81,8 @@ def normalize_name(name: str) -> str:
         raise UserError(f"username must be 1 to {MAX_NAME} characters")
     if _has_control(name):
         raise UserError("username must not contain control characters")
+    if not _is_utf8(name):
+        raise UserError("username must be UTF-8 text")
     if name != name.strip():
         raise UserError("username must not start or end with white space")
     local, at, domain = name.rpartition("@")
@@ -86,6 +95,7 @@ def normalize_address(address: str) -> str:
     """Validate an owned-sender entry ("local@domain" or "@domain"); raises UserError."""
     local, at, domain = address.strip().rpartition("@")
     bad = not at or not domain or len(address) > MAX_ADDRESS or _has_control(address)
+    bad = bad or not _is_utf8(address)
     bad = bad or any(c.isspace() or c in "<>" for c in address.strip())
     bad = bad or "@" in domain or local.endswith("@") or domain.startswith(".")
     if bad:
@@ -157,6 +167,8 @@ class UserStore:
         key = normalize_name(name)
         if not password:
             raise UserError("password must not be empty")
+        if not _is_utf8(password):
+            raise UserError("password must be UTF-8 text")
         if addresses is None:
             owned = [key] if _is_address(key) else []
         else:
@@ -177,6 +189,8 @@ class UserStore:
         key = normalize_name(name)
         if not password:
             raise UserError("password must not be empty")
+        if not _is_utf8(password):
+            raise UserError("password must be UTF-8 text")
         encoded = passwords.hash_password(password)
         with self._lock:
             cur = self._db.execute(
