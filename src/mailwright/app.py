@@ -256,6 +256,14 @@ async def serve(config: Config) -> None:
     await server.stop()
 
 
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
 def run(config: Config) -> int:
     """Run the server until a signal stops it: one uvloop process, or a master and its workers."""
     workers = config.worker_count()
@@ -279,6 +287,16 @@ def run(config: Config) -> int:
         return 1
     except (UserError, sqlite3.Error) as exc:
         log.error("cannot start: user database: %s (fix: check auth.users_db and its permissions)", exc)
+        return 1
+    except socket.gaierror as exc:
+        # Only a listener's address is looked up at start-up; the resolver does not say which.
+        names = [lc.address for lc in config.listeners if lc.address and not _is_ip(lc.address)]
+        log.error(
+            "cannot start: cannot resolve the listener address %s: %s (fix: write an IP address of"
+            ' this machine, e.g. address = "0.0.0.0", or a host name that resolves to one)',
+            " or ".join(repr(n) for n in dict.fromkeys(names)) or "given",
+            exc.strerror or exc,
+        )
         return 1
     except OSError as exc:
         hint = ""

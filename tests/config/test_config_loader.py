@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -430,3 +432,35 @@ def test_unreadable_file_fix_names_both_ways_of_giving_it(tmp_path: Path) -> Non
     assert message.endswith(
         "(fix: check the path given with --config or MAILWRIGHT_CONFIG, and its permissions)"
     )
+
+
+def test_a_config_path_that_is_no_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    # Before: /dev/zero was read until memory ran out; a directory gave "Is a directory" and a fix
+    # that did not say what to do.
+    assert error_of(Path("/dev/zero")) == (
+        "/dev/zero: the configuration file is a device or socket "
+        "(fix: give --config or MAILWRIGHT_CONFIG the path of a TOML file)"
+    )
+    assert error_of(tmp_path) == (
+        f"{tmp_path}: the configuration file is a directory "
+        f"(fix: name the file in it, e.g. --config {tmp_path / 'mailwright.toml'})"
+    )
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"#" * (1024 * 1024 + 1))
+    assert error_of(big).startswith(f"{big}: the configuration file is larger than 1 MiB")
+    at_limit = tmp_path / "at-limit.toml"
+    at_limit.write_bytes(b'hostname = "mx.example.org"\n' + b"#" * (1024 * 1024 - 29) + b"\n")
+    assert at_limit.stat().st_size == 1024 * 1024
+    assert load(at_limit, env={}).hostname == "mx.example.org"
+
+
+def test_a_config_from_a_pipe_is_read(tmp_path: Path) -> None:
+    # `--config <(envsubst < template)` hands over a pipe, not a file.
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=('hostname = "mx.example.org"\n',))
+    writer.start()
+    try:
+        assert load(fifo, env={}).hostname == "mx.example.org"
+    finally:
+        writer.join(5)

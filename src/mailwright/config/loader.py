@@ -47,6 +47,8 @@ example (all values shown are the defaults, except where a comment says otherwis
     directory = "/var/lib/mailwright/queue"     # default: state_dir/queue
     min_free = 67108864                         # bytes kept free; below it new mail gets 452 4.3.1
 
+The configuration is a file or a pipe (`--config <(...)`) of at most 1 MiB; a directory or a
+device is refused before anything is read from it.
 Relative paths are relative to the directory of the configuration file; "~" means $HOME.
 A state_dir, queue.directory or auth.users_db set in the file may be missing (it is created at
 start-up), but must not be, or lie under, an existing file; auth.users_db must not be a directory.
@@ -70,6 +72,7 @@ import ipaddress
 import math
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -565,6 +568,35 @@ def _parse(text: str, path: Path | None) -> dict[str, Any]:
         ) from None
 
 
+class _NotAFile(Exception):
+    """The configuration path names something that is not a configuration file (message and fix)."""
+
+
+# A configuration is a few KiB; this bounds what `--config /dev/zero` (or a log given by mistake)
+# makes us read and hold.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def _read_file(path: Path) -> bytes:
+    # stat before open: a device would be read without end.  A pipe is fine (--config <(...)).
+    mode = path.stat().st_mode
+    if stat.S_ISDIR(mode):
+        example = path / "mailwright.toml"
+        raise _NotAFile(f"is a directory (fix: name the file in it, e.g. --config {example})")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise _NotAFile(
+            "is a device or socket (fix: give --config or MAILWRIGHT_CONFIG the path of a TOML file)"
+        )
+    with path.open("rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise _NotAFile(
+            "is larger than 1 MiB, which no configuration is "
+            "(fix: check that --config or MAILWRIGHT_CONFIG names the configuration file)"
+        )
+    return data
+
+
 def load(
     path: Path | None,
     *,
@@ -576,7 +608,9 @@ def load(
     if path is None:
         return schema.default_config(env, is_root=root)
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = _read_file(path).decode("utf-8")
+    except _NotAFile as exc:
+        raise ConfigError([f"{path}: the configuration file {exc}"]) from None
     except OSError as exc:
         raise ConfigError(
             [
