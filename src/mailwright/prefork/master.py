@@ -10,7 +10,7 @@ the lot durable in ONE transaction (`queue.committer`), and answers. A batch for
 the previous one is being fsynced; under load (the last batch held more than one message) the
 master also waits up to `GATHER_MS` for the next frame, so that it joins the batch: every
 `fdatasync` saved is ~90 µs of CPU, which on a CPU-bound host buys more than the wait costs
-(docs/performance.md, the round "Run 32"). A lone message never waits.
+(docs/performance.md, the rounds "Run 32" and "Run 33"). A lone message never waits.
 
 Start-up happens in the master before any fork, so every start-up error is reported once, with its
 fix: the queue directory lock, schema migration and recovery, the TLS material, the user database,
@@ -71,7 +71,7 @@ _READ: Final = 64 * 1024  # below malloc's mmap threshold: a bigger buffer costs
 _SEND_TIMEOUT: Final = 10  # seconds; SO_SNDTIMEO, so a send needs no poll() first (a Python timeout would)
 _PR_SET_PDEATHSIG: Final = 1
 # At most this long (ms) the master waits, under load, for one more worker frame to join a batch.
-# 0 gained nothing and 2 no more than 1 (docs/performance.md, the round "Run 32").
+# 0 gained nothing and 2 no more than 1 (docs/performance.md, the round "Run 33").
 GATHER_MS: Final = 1
 EX_SOFTWARE: Final = 70  # sysexits.h: an internal error
 
@@ -140,7 +140,7 @@ class Master:
         self.announced = False
         self._wake_r = self._wake_w = -1  # the signal wake-up pipe, made by prepare()
         self.commit_log = CommitLog()
-        self.last_batch = 0  # messages in the last batch committed: more than one means load
+        self.last_batch = 0  # messages the last turn committed (0: it read none); over one means load
 
     # -- start-up (before any fork) -------------------------------------------------------------
 
