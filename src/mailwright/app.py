@@ -304,6 +304,13 @@ def run(config: Config) -> int:
             hint = " (fix: another server, Postfix perhaps, listens there: stop it or change the port)"
         elif exc.errno == errno.EACCES:
             hint = " (fix: ports below 1024 need root or CAP_NET_BIND_SERVICE; or use ports above 1024)"
+        elif exc.errno in (errno.EEXIST, errno.ENOTDIR):
+            # The state directory (or one below it) could not be made: a file has its name.  The
+            # loader catches this for paths written in the file, not for $MAILWRIGHT_STATE_DIR.
+            hint = (
+                " (fix: a file stands where mailwright makes a directory: move it, or choose another"
+                " state_dir or MAILWRIGHT_STATE_DIR)"
+            )
         log.error("cannot start: %s%s", exc, hint)
         return 1
     return 0

@@ -9,6 +9,7 @@ Not covered here: every configuration error message (tests/config).
 
 from __future__ import annotations
 
+import os
 import re
 import smtplib
 import sqlite3
@@ -21,12 +22,13 @@ import pytest
 from .conftest import QUEUED, ServerFactory
 
 
-def serve(config: Path) -> subprocess.CompletedProcess[str]:
+def serve(config: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mailwright.cli.main", "--config", str(config), "serve"],
         capture_output=True,
         text=True,
         timeout=30,
+        env=env,
     )
 
 
@@ -49,6 +51,29 @@ def test_serve_with_broken_config_exits_2_with_one_line(tmp_path: Path, text: st
     assert len(output.splitlines()) == 1, output
     assert re.match(rf"^{re.escape(str(config))}:{line}: ", output), output
     assert not (tmp_path / "state").exists(), "a refused configuration must not create state"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("below", ["", "sub"], ids=["is-a-file", "under-a-file"])
+def test_a_state_dir_from_the_environment_that_a_file_blocks_gets_a_fix(
+    tmp_path: Path, workers: int, below: str
+) -> None:
+    # Before: "cannot start: [Errno 17] File exists: '...'" and nothing to do about it.  A path
+    # written in the file is refused by the loader (tests/config); this one comes from outside it.
+    blocker = tmp_path / "state"
+    blocker.write_text("not a directory")
+    config = tmp_path / "mailwright.toml"
+    config.write_text(
+        f'workers = {workers}\n[[listeners]]\nrole = "mx"\naddress = "127.0.0.1"\nport = 2687\n'
+    )
+    done = serve(config, env={**os.environ, "MAILWRIGHT_STATE_DIR": str(blocker / below)})
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode == 1, output
+    assert "Traceback" not in output and len(output.splitlines()) == 1, output
+    assert output.endswith(
+        f"{blocker / below}' (fix: a file stands where mailwright makes a directory: move it, or"
+        " choose another state_dir or MAILWRIGHT_STATE_DIR)"
+    ), output
 
 
 def test_config_check_accepts_the_test_config(make_server: ServerFactory) -> None:
