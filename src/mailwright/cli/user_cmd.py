@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mailwright.config.loader import load
+from mailwright.config.loader import blocking_file, load
 from mailwright.users.store import UserError, UserStore
 
 EXIT_OK = 0
@@ -139,7 +139,7 @@ def _database_problem(db: Path | None, exc: sqlite3.Error | OSError) -> str:
                 f"user database {db} is a directory "
                 f"(fix: give the database file, e.g. --users-db {db / 'users.db'})"
             )
-        blocker = next((p for p in db.parents if p.exists() and not p.is_dir()), None)
+        blocker = blocking_file(db.parent)
         if blocker is not None:
             return (
                 f"user database {db}: {blocker} is a file, not a directory "

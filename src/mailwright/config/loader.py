@@ -442,8 +442,11 @@ def _clashing(seen: Mapping[tuple[str, int], int], listener: ListenerConfig) -> 
     return None
 
 
-def _not_a_directory(path: Path) -> Path | None:
-    """The first existing part of `path` that is not a directory: creating `path` would fail."""
+def blocking_file(path: Path) -> Path | None:
+    """The first existing part of `path` that is not a directory: creating `path` would fail.
+
+    Also used by `mailwright user` to say why a database path cannot be opened.
+    """
     for part in (*reversed(path.parents), path):
         if not part.exists():
             return None
@@ -459,7 +462,7 @@ def _check_directory(
     because it is, or lies under, something that is not a directory."""
     if path is None:
         return
-    blocker = _not_a_directory(path.parent if is_file else path)
+    blocker = blocking_file(path.parent if is_file else path)
     if blocker is None:
         return
     what = "is a file, not a directory" if blocker == path else f"{blocker} is a file, not a directory"
