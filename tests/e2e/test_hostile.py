@@ -2,10 +2,10 @@
 
 Each test attacks a real `mailwright serve` process over loopback (over-long lines, reply-less
 pipelining floods, absurd BDAT sizes, slowloris, TLS abuse, connection resets, smuggling, the
-size limit) and then checks that the process is alive, logged no traceback, and that a fresh
-client still gets its 220 and can queue a message.  Memory is read from /proc/PID/status
-(VmHWM, the peak RSS, against VmRSS before the attack, so a short spike is not missed) and file
-descriptors from /proc/PID/fd.
+size limit, STARTTLS pipelined behind a message) and then checks that the process is alive,
+logged no traceback, and that a fresh client still gets its 220 and can queue a message.  Memory
+is read from /proc/PID/status (VmHWM, the peak RSS, against VmRSS before the attack, so a short
+spike is not missed) and file descriptors from /proc/PID/fd.
 
 The bounds checked are the ones promised by mailwright.protocol.server and mailwright.net.server:
 command lines are discarded past their limit and answered 500 5.5.2; at most MAX_PENDING unparsed
@@ -479,4 +479,36 @@ def test_message_at_the_size_limit_passes_one_octet_more_gets_552(make_server: S
     assert client.cmd("QUIT")[0] == 221
     client.close()
     assert len(srv.queued()) == 3
+    assert_healthy(srv)
+
+
+# -- 9. STARTTLS answered after a commit ---------------------------------------------------------
+
+
+def test_starttls_pipelined_behind_a_message_gets_its_handshake(make_server: ServerFactory) -> None:
+    # Found by test_wire_fuzz.py: STARTTLS pipelined behind a message is answered from the
+    # commit's callback, and TLS starts a loop turn later. A ClientHello sent at once after the
+    # 220 was read in between and dropped by the engine (TLS_WAIT), and the handshake hung: 15 to
+    # 19 sessions in 20 like these against the prefork server. The client here answers at once.
+    srv = make_server("starttls")
+    ctx = ssl.create_default_context(cafile=str(srv.ca_file))
+    for _ in range(20):
+        sock = socket.create_connection(("127.0.0.1", srv.ports["mx"]), timeout=5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(
+            b"EHLO c.test\r\nMAIL FROM:<a@client.test>\r\nRCPT TO:<bob@mx.test>\r\nDATA\r\n"
+            b"Subject: before TLS\r\n\r\nhello\r\n.\r\nSTARTTLS\r\n"
+        )
+        got = b""
+        while not got.endswith(b"220 2.0.0 Ready to start TLS\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk, got
+            got += chunk
+        assert QUEUED.search(got.decode()), got
+        with ctx.wrap_socket(sock, server_hostname=spawn.LOCAL_DOMAIN) as tls:  # hung here
+            tls.sendall(b"EHLO c.test\r\n")
+            assert tls.recv(65536).startswith(b"250-mx.test Hello c.test\r\n")
+            tls.sendall(b"QUIT\r\n")
+            assert tls.recv(65536).startswith(b"221 ")
+    assert len(srv.queued()) == 20
     assert_healthy(srv)

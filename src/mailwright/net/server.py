@@ -358,7 +358,18 @@ class SMTPSession:
     def _open_body(self) -> None:
         conn = self.conn
         assert conn is not None
-        self.writer = self.ctx.store.open_message()
+        try:
+            self.writer = self.ctx.store.open_message()
+        except SMTPError as exc:
+            # The store refuses at once (closing, or a worker's link to the master lost) after
+            # the engine queued its 354. Raised on, it was a traceback in the log and a 451 that
+            # cut the session. A 421 ends the session; any other refusal is the answer at the
+            # end of the body, as a disk that fills while the body streams is (_write_body).
+            if exc.reply.code == 421:
+                conn.close_with(exc.reply)
+            else:
+                self._body_error = exc.reply
+            return
         hostname = self.listener.settings.hostname
         stamp = _date_stamp()
         msgid = date = None

@@ -18,7 +18,8 @@ Invariants:
   two faults, which names the first one seen.
 - After STARTTLS's 220 every byte that arrives before `tls_started()` is discarded (RFC 3207
   section 6: plaintext pipelined after STARTTLS must not survive the handshake), and the
-  session then starts over, EHLO first.
+  session then starts over, EHLO first. Meanwhile `wants_read` is False: what arrives after
+  the 220 is the client's handshake, for the caller's TLS layer.
 - No user input ever raises: every bad line gets a reply with an enhanced status code.
   `LocalProtocolError` is raised only when the *caller* misuses the engine.
 
@@ -197,8 +198,19 @@ class ServerConnection:
 
     @property
     def wants_read(self) -> bool:
-        """False while enough is buffered that reading more would only grow memory."""
-        return len(self._in) + len(self._text) - self._tpos < MAX_PENDING and not self.closed
+        """False while enough is buffered that reading more would only grow memory, and from the
+        220 to STARTTLS until `tls_started()`."""
+        # After the 220 the client sends its TLS handshake, which belongs to the caller's TLS
+        # layer, not here: read into the engine it would be dropped (TLS_WAIT discards what it
+        # receives) and the handshake would hang. The caller may start TLS a loop turn after the
+        # 220 went out (it does when STARTTLS was answered from a commit's callback), so it must
+        # stop reading at once.
+        state = self.state
+        return (
+            len(self._in) + len(self._text) - self._tpos < MAX_PENDING
+            and state is not State.CLOSED
+            and state is not State.TLS_WAIT
+        )
 
     def receive_data(self, data: bytes) -> None:
         if self.state is State.CLOSED:
