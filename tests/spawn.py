@@ -64,9 +64,10 @@ class SpawnedServer:
             timeout=60,
         )
 
-    def start(self, wait: float = 20.0) -> None:
+    def start(self, wait: float = 20.0, *, own_group: bool = False) -> None:
         """Start and wait until it says it is ready: the master binds before it forks, so the
-        ports listen before every worker runs."""
+        ports listen before every worker runs. `own_group`: in a process group of its own (its
+        pid is the group's id), so a test can ^C it as a terminal would, with os.killpg."""
         env = dict(os.environ, MAILWRIGHT_LOG="INFO")
         mark = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
@@ -75,6 +76,7 @@ class SpawnedServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                process_group=0 if own_group else None,
             )
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:

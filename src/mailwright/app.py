@@ -3,8 +3,9 @@
 Start-up order: state directory, TLS material (a self-signed certificate is generated on
 first start when none is configured, with a warning), user store, queue store, listeners.
 Signals: SIGHUP reloads the TLS certificate and key (new handshakes use them; a bad file
-keeps the old one and says why); SIGTERM/SIGINT stop accepting, tell open sessions 421,
-let in-flight commits finish, and close the queue.
+keeps the old one and says why); SIGTERM/SIGINT stop accepting, tell open sessions 421 (a
+session with a commit in flight gets its 250 first), close the queue, and log "mailwright
+stopped"; later stop signals are ignored.
 `run` chooses the process model from `workers`: this module's single process, or
 `prefork.master` (the same start-up, done once by the master, and a `Server` per worker).
 
@@ -24,6 +25,7 @@ import socket
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -32,7 +34,7 @@ from mailwright.build_info import build_kind
 from mailwright.config.schema import Config, ListenerConfig, unprivileged_note
 from mailwright.limits.auth_failures import AuthFailureLimiter
 from mailwright.limits.connections import ConnectionLimits
-from mailwright.net.server import AuthBackend, ListenerRuntime, ServerContext, SessionFactory
+from mailwright.net.server import AuthBackend, ListenerRuntime, ServerContext, SessionFactory, SMTPSession
 from mailwright.net.tls import ReloadableServerContext, TLSConfigError, ensure_self_signed
 from mailwright.policy.relay import RelayPolicy
 from mailwright.protocol.reply import R
@@ -228,18 +230,50 @@ class Server:
             server.close()
         ctx = self.ctx
         if ctx is not None:
-            for session in list(ctx.sessions):
-                conn = session.conn
-                if conn is not None and session.task is None and not conn.closed:
-                    conn.close_with(R.SHUTTING_DOWN)
-                    session._flush()
-            # Let in-flight commits finish so their clients get the 250 they are owed.
+            # uvloop calls connection_made one turn after it accepted the connection: let those
+            # accepted just before the listeners closed in, so that they are told 421 below too.
+            await asyncio.sleep(0)
+            hooked: set[asyncio.Future[Any]] = set()
+            # Let in-flight commits finish so their clients get the 250 they are owed, then tell
+            # those sessions 421 too (see _close_when_idle). Each pass also catches late arrivals.
             for _ in range(100):
+                for session in list(ctx.sessions):
+                    _close_when_idle(session, hooked)
                 if not any(s.task for s in ctx.sessions):
                     break
                 await asyncio.sleep(0.05)
         if self.store is not None:
             await self.store.close()
+
+
+def _close_when_idle(session: SMTPSession, hooked: set[asyncio.Future[Any]]) -> None:
+    """Shutting down: tell `session` 421 4.3.2 and close it now, or else as soon as the work it
+    waits for (a commit, a password check, a TLS handshake) has been answered.
+
+    Why not leave a busy session alone: after its 250 the client goes on with its next message,
+    the store that is closing refuses it (451 4.3.0, with a traceback in the log), or the exit
+    cuts the connection without a reply, and meanwhile the server keeps taking new mail for as
+    long as such clients keep it busy (up to the 5 s wait in `Server.stop`).
+    """
+    conn = session.conn
+    if conn is None or conn.closed:
+        return
+    task = session.task
+    if task is None:
+        conn.close_with(R.SHUTTING_DOWN)
+        session._flush()
+    elif task not in hooked:
+        hooked.add(task)
+
+        def answered(done: asyncio.Future[Any]) -> None:
+            # Cancelled: the connection is gone, or the loop is being torn down at exit (a TLS
+            # handshake still stalled after the wait); the transport may be closed: write nothing.
+            if not done.cancelled():
+                _close_when_idle(session, hooked)
+
+        # Added after the session's own callback (which sends the 250 and answers whatever the
+        # client pipelined after it), so this runs right after that, before the next read.
+        task.add_done_callback(answered)
 
 
 async def serve(config: Config) -> None:
@@ -254,6 +288,28 @@ async def serve(config: Config) -> None:
     await stop.wait()
     log.info("shutting down")
     await server.stop()
+    # The same last line as the prefork master's: the operator sees that the stop completed.
+    if isinstance(server.store, SQLiteQueueStore):
+        stats = server.store.stats
+        log.info(
+            "mailwright stopped: %d message(s) committed in %d transaction(s) since start",
+            stats.messages,
+            stats.transactions,
+        )
+    _ignore_late_signals()
+
+
+def _ignore_late_signals() -> None:
+    """The queue is closed and every session answered: from here on a further SIGTERM, ^C or
+    SIGHUP (an impatient operator) has nothing left to stop or reload, and could only spoil the
+    exit. The interpreter's finalization puts SIG_DFL back for every signal with a Python handler
+    (the prefork master's, and uvloop's, which closing its loop leaves in place), so such a signal
+    would then kill the process (status -15 or -2 instead of 0), whichever thread takes it: in one
+    process, libuv's worker threads block no signal. SIG_IGN is left alone by finalization, and
+    setting it drops one already pending. Call from the main thread.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _is_ip(address: str) -> bool:
@@ -272,7 +328,9 @@ def run(config: Config) -> int:
         if workers > 1:
             from mailwright.prefork.master import run_master
 
-            return run_master(config, workers)
+            code = run_master(config, workers)
+            _ignore_late_signals()
+            return code
         uvloop.run(serve(config))
     except TLSConfigError as exc:
         log.error("%s", exc)
