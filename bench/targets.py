@@ -157,8 +157,8 @@ address = "127.0.0.1"
 port = {port}
 
 [limits]
-max_connections = 20000
-max_connections_per_ip = 20000
+max_connections = 15000
+max_connections_per_ip = 15000
 """
     )
     return config

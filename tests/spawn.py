@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import sqlite3
@@ -64,10 +65,18 @@ class SpawnedServer:
             timeout=60,
         )
 
-    def start(self, wait: float = 20.0, *, own_group: bool = False) -> None:
+    def start(
+        self, wait: float = 20.0, *, own_group: bool = False, nofile: tuple[int, int] | None = None
+    ) -> None:
         """Start and wait until it says it is ready: the master binds before it forks, so the
         ports listen before every worker runs. `own_group`: in a process group of its own (its
-        pid is the group's id), so a test can ^C it as a terminal would, with os.killpg."""
+        pid is the group's id), so a test can ^C it as a terminal would, with os.killpg.
+        `nofile`: the server's (soft, hard) RLIMIT_NOFILE, set in the child only."""
+
+        def limit_files() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
         env = dict(os.environ, MAILWRIGHT_LOG="INFO")
         mark = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
@@ -77,6 +86,7 @@ class SpawnedServer:
                 stderr=subprocess.STDOUT,
                 env=env,
                 process_group=0 if own_group else None,
+                preexec_fn=limit_files if nofile is not None else None,
             )
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
@@ -215,8 +225,8 @@ max_failures = 3
 lockout = 5.0
 
 [limits]
-max_connections = 20000
-max_connections_per_ip = 20000
+max_connections = 15000
+max_connections_per_ip = 15000
 {limits}
 {queue_line}"""
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -34,6 +35,7 @@ from mailwright.build_info import build_kind
 from mailwright.config.schema import Config, ListenerConfig, unprivileged_note
 from mailwright.limits.auth_failures import AuthFailureLimiter
 from mailwright.limits.connections import ConnectionLimits
+from mailwright.limits.open_files import fit_open_files
 from mailwright.net.server import AuthBackend, ListenerRuntime, ServerContext, SessionFactory, SMTPSession
 from mailwright.net.tls import ReloadableServerContext, TLSConfigError, ensure_self_signed
 from mailwright.policy.relay import RelayPolicy
@@ -320,10 +322,46 @@ def _is_ip(address: str) -> bool:
     return True
 
 
+def _fit_open_files(config: Config, workers: int) -> Config:
+    """The open-file limit that `limits.max_connections` needs (see limits.open_files), before the
+    workers are forked so that they inherit it; the config with the cap that limit holds."""
+    limits = config.limits
+    budget = fit_open_files(limits.max_connections, workers)
+    if budget.fits:
+        if budget.raised:
+            log.info(
+                "open-file limit raised from %s to %s for limits.max_connections = %d",
+                budget.soft_before,
+                budget.soft,
+                limits.max_connections,
+            )
+        return config
+    cap = budget.max_connections
+    log.warning(
+        "limits.max_connections = %d needs %d open files per process, but this process may open "
+        "only %s (its hard limit is %s): serving at most %d connections, the rest get 421 4.7.0 "
+        "(fix: raise the limit to %d, e.g. `ulimit -n %d` in the shell or LimitNOFILE=%d in the "
+        "systemd unit, or lower limits.max_connections)",
+        limits.max_connections,
+        budget.need,
+        budget.soft,
+        "unlimited" if budget.hard is None else budget.hard,
+        cap,
+        budget.need,
+        budget.need,
+        budget.need,
+    )
+    fitted = dataclasses.replace(
+        limits, max_connections=cap, max_connections_per_ip=min(limits.max_connections_per_ip, cap)
+    )
+    return dataclasses.replace(config, limits=fitted)
+
+
 def run(config: Config) -> int:
     """Run the server until a signal stops it: one uvloop process, or a master and its workers."""
     workers = config.worker_count()
     log_format.configure(os.environ.get("MAILWRIGHT_LOG", "INFO"), with_pid=workers > 1)
+    config = _fit_open_files(config, workers)
     try:
         if workers > 1:
             from mailwright.prefork.master import run_master

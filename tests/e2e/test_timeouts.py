@@ -92,8 +92,8 @@ def test_fourth_connection_from_one_ip_is_refused(make_server: ServerFactory) ->
     srv = make_server("capped", start=False)
     # spawn.make_server already sets the cap in [limits]; TOML forbids a second key, so edit it.
     text = srv.config.read_text()
-    assert "max_connections_per_ip = 20000" in text
-    srv.config.write_text(text.replace("max_connections_per_ip = 20000", "max_connections_per_ip = 3"))
+    assert "max_connections_per_ip = 15000" in text
+    srv.config.write_text(text.replace("max_connections_per_ip = 15000", "max_connections_per_ip = 3"))
     srv.start()
     # start() probed every port with a connection; wait until those have been released.
     time.sleep(0.3)

@@ -100,7 +100,7 @@ def test_a_killed_worker_is_replaced_and_no_acknowledged_message_is_lost(make_se
 def test_a_dead_workers_connection_places_are_given_back(make_server: ServerFactory) -> None:
     srv = make_server("places", workers=2, start=False)
     text = srv.config.read_text()
-    srv.config.write_text(text.replace("max_connections = 20000", "max_connections = 6"))
+    srv.config.write_text(text.replace("max_connections = 15000", "max_connections = 6"))
     srv.start()
     time.sleep(0.3)  # start() probed the ports; let those connections go
     port = srv.ports["mx"]
