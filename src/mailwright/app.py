@@ -292,12 +292,7 @@ async def serve(config: Config) -> None:
     await server.stop()
     # The same last line as the prefork master's: the operator sees that the stop completed.
     if isinstance(server.store, SQLiteQueueStore):
-        stats = server.store.stats
-        log.info(
-            "mailwright stopped: %d message(s) committed in %d transaction(s) since start",
-            stats.messages,
-            stats.transactions,
-        )
+        log.info("mailwright stopped: %s", server.store.stats.summary())
     _ignore_late_signals()
 
 

@@ -274,11 +274,7 @@ class Master:
                 for sock in group:
                     sock.close()
         stats = self.store.committer.stats
-        log.info(
-            "mailwright stopped: %d message(s) committed in %d transaction(s) since start",
-            stats.messages,
-            stats.transactions,
-        )
+        log.info("mailwright stopped: %s", stats.summary())
         return self.exit_code
 
     def _on_signal(self, signum: int, frame: object) -> None:

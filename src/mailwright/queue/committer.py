@@ -89,6 +89,10 @@ class WriterStats:
     failed: int = 0
     largest_batch: int = 0
 
+    def summary(self) -> str:
+        """The counts an operator reads when the server stops, worded alike in both process models."""
+        return f"{self.messages} message(s) committed in {self.transactions} transaction(s) since start"
+
 
 class Job:
     """One message to make durable, and the caller's `ticket` for its outcome (a future, a

@@ -65,6 +65,14 @@ def _is_utf8(text: str) -> bool:
     return not any(0xD800 <= ord(c) <= 0xDFFF for c in text)
 
 
+def _check_password(password: str) -> None:
+    """Raise UserError for a password that cannot be stored (add and set_password alike)."""
+    if not password:
+        raise UserError("password must not be empty")
+    if not _is_utf8(password):
+        raise UserError("password must be UTF-8 text")
+
+
 def _norm_domain(domain: str) -> str:
     domain = domain.rstrip(".").lower()
     if not domain.isascii():
@@ -165,10 +173,7 @@ class UserStore:
         self, name: str, password: str, *, addresses: Iterable[str] | None = None, cram: bool = False
     ) -> UserInfo:
         key = normalize_name(name)
-        if not password:
-            raise UserError("password must not be empty")
-        if not _is_utf8(password):
-            raise UserError("password must be UTF-8 text")
+        _check_password(password)
         if addresses is None:
             owned = [key] if _is_address(key) else []
         else:
@@ -187,10 +192,7 @@ class UserStore:
     def set_password(self, name: str, password: str, *, cram: bool = False) -> bool:
         """Replace a user's password (and CRAM-MD5 secret); False when there is no such user."""
         key = normalize_name(name)
-        if not password:
-            raise UserError("password must not be empty")
-        if not _is_utf8(password):
-            raise UserError("password must be UTF-8 text")
+        _check_password(password)
         encoded = passwords.hash_password(password)
         with self._lock:
             cur = self._db.execute(
