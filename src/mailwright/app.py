@@ -178,16 +178,14 @@ class Server:
                 tls_context=self.tls.context,
                 add_missing_headers=lc.role != "mx",
             )
+            # Plain TCP for implicit TLS too: the session counts the connection against the caps
+            # first, then runs the handshake itself (SMTPSession._implicit_tls).
             factory = SessionFactory(ctx, runtime)
-            tls = self.tls.context if implicit else None
-            handshake = 30 if implicit else None
             if self.sockets is None:
                 server = await loop.create_server(
                     factory,
                     host=lc.address,
                     port=lc.port,
-                    ssl=tls,
-                    ssl_handshake_timeout=handshake,
                     backlog=LISTEN_BACKLOG,
                     reuse_address=True,
                 )
@@ -196,9 +194,7 @@ class Server:
                 for sock in self.sockets[index]:
                     # The backlog again: uvloop calls listen() on a given socket too, with 100
                     # unless told, which would shrink the queue the master made.
-                    server = await loop.create_server(
-                        factory, sock=sock, ssl=tls, ssl_handshake_timeout=handshake, backlog=LISTEN_BACKLOG
-                    )
+                    server = await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG)
                     self.servers.append(server)
             if self.announce:
                 log.info(

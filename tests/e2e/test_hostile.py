@@ -351,6 +351,46 @@ def test_tls_abuse_leaves_the_server_healthy(make_server: ServerFactory) -> None
     assert_healthy(srv)
 
 
+def test_failed_starttls_handshakes_give_their_connection_places_back(make_server: ServerFactory) -> None:
+    """Each way a STARTTLS handshake can fail ends the session for the connection caps too. A peer
+    that closed or reset mid-handshake used to keep its place for good (uvloop does not call the
+    protocol's connection_lost while the handshake runs): with a cap of 4 per IP, four such
+    clients locked their address out until a restart, and 1,000 the whole server."""
+    srv = make_server("tls-places", start=False)
+    text = srv.config.read_text()
+    srv.config.write_text(text.replace("max_connections_per_ip = 15000", "max_connections_per_ip = 4"))
+    srv.start()
+    hello = client_hello()
+    endings = ("close", "reset", "garbage", "plaintext") * 2
+    for ending in endings:
+        client = greeted(srv, "submission")
+        assert client.cmd("STARTTLS")[0] == 220
+        if ending == "garbage":  # a record that is no ClientHello: the server's handshake fails
+            client.send(b"\x16\x03\x01\x00\x05hello")
+            assert drain_until_closed(client.sock, 5.0)[0]
+        elif ending == "plaintext":
+            client.send(b"MAIL FROM:<smuggled@evil.test>\r\n" * 10)
+            assert drain_until_closed(client.sock, 5.0)[0]
+        else:
+            client.send(hello[: len(hello) // 2])
+            if ending == "reset":
+                client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+    # Every place is free again: as many clients as the cap, at once, are all greeted. (The
+    # server sees the last closes a moment later, so a refusal is retried for a while.)
+    deadline = time.monotonic() + 3
+    while True:
+        clients = [RawSMTP(srv.ports["mx"]) for _ in range(4)]
+        codes = [client.reply()[0] for client in clients]
+        for client in clients:
+            client.close()
+        if codes == [220] * 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert codes == [220] * 4, f"after {len(endings)} failed handshakes, 4 clients at once got {codes}"
+    assert_healthy(srv)
+
+
 # -- 6. connect-and-reset storm ---------------------------------------------------------------
 
 

@@ -14,7 +14,10 @@ Invariants:
   `data_timeout` from the last bytes received inside DATA/BDAT; on expiry the peer gets
   421 4.4.2 and is closed. One sweeper checks them all: never early, at most two of its
   intervals (each at most 1 s) late.
-- Connection caps (total and per client IP) answer 421 4.7.0 before any parsing.
+- Connection caps (total and per client IP) answer 421 4.7.0 before any parsing, and count a
+  connection from its accept: on an implicit-TLS listener from before the handshake, which the
+  session runs itself (`_implicit_tls`), so clients that connect and never finish a handshake
+  are held to the caps like any other (they are closed after `HANDSHAKE_TIMEOUT`).
 - No exception reaches the peer as a traceback: unexpected errors become 451 4.3.0 and
   are logged.
 
@@ -46,6 +49,10 @@ from mailwright.queue.model import Envelope, Recipient
 from mailwright.queue.store import MessageSink, MessageWriter
 
 log = logging.getLogger("mailwright.smtpd")
+
+# How long a client may take over its TLS handshake (STARTTLS, or implicit TLS on connect) before
+# the connection is closed; until then it holds one of the connection caps' places.
+HANDSHAKE_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +168,10 @@ class SMTPSession:
         self.peer_eof = False
         self.reading_paused = False
         self.write_paused = False
+        self.handshaking = False  # a STARTTLS handshake is in progress (the task is _starttls)
         self.tls_facts: str | None = None
+        # Implicit TLS: the bytes read before start_tls took the transport over (None otherwise).
+        self.early: bytes | None = None
         # Transaction
         self.sender: str = ""
         self.raw_mail_params = ""
@@ -176,23 +186,36 @@ class SMTPSession:
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer_ip = str(peer[0]) if peer else "?"
+        settings = self.listener.settings
         if not self.ctx.limits.admit(self.peer_ip):
-            self.transport.write(R.TOO_MANY_CONNECTIONS.to_bytes())
+            if not settings.tls_active:
+                self.transport.write(R.TOO_MANY_CONNECTIONS.to_bytes())
+            # On implicit TLS a reply in clear would only be a TLS protocol error to the client.
             self.transport.close()
             return
         self.admitted = True
-        self.ctx.sessions.add(self)
-        settings = self.listener.settings
         self.conn = ServerConnection(settings, nonce=_nonce)
-        if settings.tls_active:  # implicit TLS (465); only then can a new transport hold a session
-            ssl_object = transport.get_extra_info("ssl_object")
-            if ssl_object is not None:
-                self.tls_facts = session_facts(ssl_object)
+        if settings.tls_active:
+            # Implicit TLS (465): the listener hands over plain TCP so that the connection is
+            # counted before its handshake; joins `ctx.sessions` once greeted.
+            self.early = b""
+            self._start(self._implicit_tls())
+            return
+        self.ctx.sessions.add(self)
         self._flush()
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
         if conn is None:
+            return
+        early = self.early
+        if early is not None:
+            # Implicit TLS, before start_tls took over: uvloop starts reading after
+            # connection_made whatever it asked, so the ClientHello can be read here. Kept for
+            # the TLS layer (`_hand_over_early`); pausing bounds it to one read.
+            self.early = early + data
+            if self.transport is not None:
+                self.transport.pause_reading()
             return
         conn.receive_data(data)
         if self.writer is not None:
@@ -205,6 +228,11 @@ class SMTPSession:
             self._update_reading()  # slow work pending: stop reading once MAX_PENDING is held
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._end()
+
+    def _end(self) -> None:
+        """The connection is gone: give its places under the caps back and drop its state.
+        Safe to call twice (after a failed STARTTLS handshake, `_starttls` and uvloop may both)."""
         if self.admitted:
             self.ctx.limits.release(self.peer_ip)
             self.admitted = False
@@ -217,6 +245,8 @@ class SMTPSession:
     def eof_received(self) -> bool:
         """The peer shut down its sending side: answer what it sent, then close (keep the
         transport open for our replies, or a pipelined "...DATA .. QUIT" loses its 250)."""
+        if self.early is not None:
+            return False  # gone before its TLS handshake began: nothing to answer, close
         self.peer_eof = True
         if self.task is None:
             self._pump()
@@ -286,6 +316,18 @@ class SMTPSession:
             self._flush()
             if self.transport is not None:
                 self.transport.close()
+
+    def abort_handshake(self) -> bool:
+        """Shutting down: close the connection if a STARTTLS handshake is still in progress, and
+        say whether one was. Its client is owed nothing (what it sent before STARTTLS has been
+        answered, and STARTTLS resets the transaction) and can be told nothing (the 220 is out,
+        TLS is not up), while a client that stalls the handshake would hold the stop."""
+        if not self.handshaking or self.transport is None:
+            return False
+        log.info("TLS handshake with %s cut short: shutting down", self.peer_ip)
+        self.conn = None  # tells _starttls that the failure is ours, and logged
+        self.transport.abort()
+        return True
 
     def _start(self, coro: Awaitable[None]) -> None:
         self.task = asyncio.ensure_future(coro)
@@ -525,24 +567,101 @@ class SMTPSession:
         if context is None:
             conn.close_with(R.TLS_UNAVAILABLE)
             return
+        self.handshaking = True
         try:
             new = await self.loop.start_tls(
                 transport,
                 cast(asyncio.BaseProtocol, self),
                 context,
                 server_side=True,
-                ssl_handshake_timeout=30,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
             )
         except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
-            log.info("TLS handshake with %s failed: %s", self.peer_ip, exc)
+            if self.conn is not None:
+                log.info("TLS handshake with %s failed: %s", self.peer_ip, _reason(exc))
             transport.abort()
-            self.conn = None
+            # uvloop calls no connection_lost for a connection lost while the handshake runs (a
+            # peer that closes, resets or times out; our own abort): without this its place
+            # under the caps was never given back. This coroutine is the task: nothing to cancel.
+            self.task = None
+            self._end()
             return
+        finally:
+            self.handshaking = False
         if new is None or self.conn is None:
             return
         self.transport = new
         self.tls_facts = session_facts(new.get_extra_info("ssl_object"))
         conn.tls_started()
+
+    async def _implicit_tls(self) -> None:
+        """Implicit TLS (RFC 8314 3.3): the handshake first, then the greeting inside TLS.
+
+        Run here rather than by the listener (`create_server(ssl=...)`), which calls
+        `connection_made` only after the handshake: until then the connection was counted
+        against no cap, so one address could hold any number of them open for the whole
+        handshake time-out, past `max_connections_per_ip` and past the open-file limit, where
+        libuv answers EMFILE by closing whatever waits in the listen queue: every other client's
+        connection, unanswered and unlogged.
+        """
+        conn, transport = self.conn, self.transport
+        context = self.listener.tls_context
+        assert conn is not None and transport is not None
+        if context is None:
+            transport.close()
+            return
+        # Runs after start_tls's first step (which installs the TLS layer as the transport's
+        # protocol and pauses reading) and before that layer starts its handshake: what was
+        # read meanwhile goes in first, in order.
+        self.loop.call_soon(self._hand_over_early)
+        try:
+            new = await self.loop.start_tls(
+                transport,
+                cast(asyncio.BaseProtocol, self),
+                context,
+                server_side=True,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            )
+        except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
+            log.info("TLS handshake with %s failed: %s", self.peer_ip, _reason(exc))
+            transport.abort()
+            # As in _starttls: uvloop calls no connection_lost for a connection lost while the
+            # handshake runs (a reset, the time-out), so its place under the caps is given back
+            # here. This coroutine is the task: nothing to cancel.
+            self.task = None
+            self._end()
+            return
+        if new is None or self.conn is None:
+            return
+        self.transport = new
+        self.tls_facts = session_facts(new.get_extra_info("ssl_object"))
+        self.ctx.sessions.add(self)
+        self._flush()  # the greeting
+
+    def _hand_over_early(self) -> None:
+        early, transport = self.early, self.transport
+        self.early = None
+        if not early or transport is None:
+            return
+        layer = transport.get_protocol()
+        if layer is cast(asyncio.BaseProtocol, self):  # start_tls did not take over: closing
+            return
+        # asyncio's and uvloop's TLS layers are buffered protocols; before their handshake has
+        # started they only store what they are given.
+        tls_layer = cast(asyncio.BufferedProtocol, layer)
+        view = memoryview(early)
+        while view:
+            buffer = memoryview(tls_layer.get_buffer(len(view)))
+            size = min(len(buffer), len(view))
+            buffer[:size] = view[:size]
+            tls_layer.buffer_updated(size)
+            view = view[size:]
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception for a log line: its text, or its name when it has none (a peer that closed
+    mid-handshake is a bare ConnectionResetError)."""
+    return str(exc) or type(exc).__name__
 
 
 _stamp_cache: tuple[int, str] = (0, "")

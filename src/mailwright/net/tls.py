@@ -2,8 +2,9 @@
 
 What it does:
 - `server_context`: a hardened server context (TLS 1.2 minimum, no compression, no
-  renegotiation, server cipher preference) with the certificate chain loaded, and every
-  loading problem turned into a `TLSConfigError` that names the file and the fix.
+  renegotiation, server cipher preference, no session tickets) with the certificate chain
+  loaded, and every loading problem turned into a `TLSConfigError` that names the file and
+  the fix.
 - `client_context`: verifying by default (hostname and chain), TLS 1.2 minimum.
 - `ReloadableServerContext`: one context object handed to asyncio once; `reload()` makes new
   handshakes use a new certificate without restarting listeners.
@@ -144,6 +145,16 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    # No session tickets. OpenSSL seals them with a key made with the context, which Python
+    # cannot rotate, so it would live as long as the process; and a TLS 1.2 ticket crosses the
+    # wire in clear with the session's master secret inside, so that one key would open every
+    # recorded session that got a ticket (RFC 9325 3.4: change ticket keys regularly or lose
+    # forward secrecy). OP_NO_TICKET alone would keep TLS 1.3's tickets as entries of each
+    # process's session cache instead (up to 20,480), so none are sent at all. SMTP loses
+    # little: a full handshake costs a fraction of a millisecond, and with several workers a
+    # ticket came back to the worker that made it only now and then.
+    context.options |= ssl.OP_NO_TICKET
+    context.num_tickets = 0
     _load_chain(context, Path(cert), Path(key))
     return context
 
