@@ -4,8 +4,9 @@ Start-up order: state directory, TLS material (a self-signed certificate is gene
 first start when none is configured, with a warning), user store, queue store, listeners.
 Signals: SIGHUP reloads the TLS certificate and key (new handshakes use them; a bad file
 keeps the old one and says why); SIGTERM/SIGINT stop accepting, tell open sessions 421 (a
-session with a commit in flight gets its 250 first), close the queue, and log "mailwright
-stopped"; later stop signals are ignored.
+session with a commit in flight gets its 250 first; a STARTTLS handshake still in progress is
+cut), close the queue, and log "mailwright stopped"; a second stop signal meanwhile only says
+what the stop waits for, and later ones are ignored.
 `run` chooses the process model from `workers`: this module's single process, or
 `prefork.master` (the same start-up, done once by the master, and a `Server` per worker).
 
@@ -32,7 +33,7 @@ import uvloop
 
 from mailwright import log_format
 from mailwright.build_info import build_kind
-from mailwright.config.schema import Config, ListenerConfig, unprivileged_note
+from mailwright.config.schema import BUSY_WAIT, Config, ListenerConfig, unprivileged_note
 from mailwright.limits.auth_failures import AuthFailureLimiter
 from mailwright.limits.connections import ConnectionLimits
 from mailwright.limits.open_files import fit_open_files
@@ -234,7 +235,9 @@ class Server:
             hooked: set[asyncio.Future[Any]] = set()
             # Let in-flight commits finish so their clients get the 250 they are owed, then tell
             # those sessions 421 too (see _close_when_idle). Each pass also catches late arrivals.
-            for _ in range(100):
+            # A worker's master waits limits.stop_timeout for it; alone, nothing else bounds this.
+            wait = min(BUSY_WAIT, self.config.limits.stop_timeout)
+            for _ in range(max(1, round(wait / 0.05))):
                 for session in list(ctx.sessions):
                     _close_when_idle(session, hooked)
                 if not any(s.task for s in ctx.sessions):
@@ -246,15 +249,17 @@ class Server:
 
 def _close_when_idle(session: SMTPSession, hooked: set[asyncio.Future[Any]]) -> None:
     """Shutting down: tell `session` 421 4.3.2 and close it now, or else as soon as the work it
-    waits for (a commit, a password check, a TLS handshake) has been answered.
+    waits for (a commit, a password check) has been answered. A STARTTLS handshake in progress
+    is cut at once (`SMTPSession.abort_handshake`): nothing is owed to its client, and a client
+    that stalls it would hold the stop for the whole wait in `Server.stop`.
 
     Why not leave a busy session alone: after its 250 the client goes on with its next message,
     the store that is closing refuses it (451 4.3.0, with a traceback in the log), or the exit
     cuts the connection without a reply, and meanwhile the server keeps taking new mail for as
-    long as such clients keep it busy (up to the 5 s wait in `Server.stop`).
+    long as such clients keep it busy (up to the wait in `Server.stop`).
     """
     conn = session.conn
-    if conn is None or conn.closed:
+    if conn is None or conn.closed or session.abort_handshake():
         return
     task = session.task
     if task is None:
@@ -264,8 +269,8 @@ def _close_when_idle(session: SMTPSession, hooked: set[asyncio.Future[Any]]) -> 
         hooked.add(task)
 
         def answered(done: asyncio.Future[Any]) -> None:
-            # Cancelled: the connection is gone, or the loop is being torn down at exit (a TLS
-            # handshake still stalled after the wait); the transport may be closed: write nothing.
+            # Cancelled: the connection is gone, or the loop is being torn down at exit; the
+            # transport may be closed: write nothing.
             if not done.cancelled():
                 _close_when_idle(session, hooked)
 
@@ -285,11 +290,19 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(signal.SIGINT, stop.set)
     await stop.wait()
     log.info("shutting down")
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _already_stopping, server)
     await server.stop()
     # The same last line as the prefork master's: the operator sees that the stop completed.
     if isinstance(server.store, SQLiteQueueStore):
         log.info("mailwright stopped: %s", server.store.stats.summary())
     _ignore_late_signals()
+
+
+def _already_stopping(server: Server) -> None:
+    """A stop signal during the stop: an impatient operator is told it was seen, and what is left."""
+    busy = sum(1 for s in server.ctx.sessions if s.task is not None) if server.ctx is not None else 0
+    log.info("already shutting down: waiting for %d session(s) busy with a commit or a password check", busy)
 
 
 def _ignore_late_signals() -> None:

@@ -46,6 +46,7 @@ mechanisms = ["PLAIN", "CRAM-MD5"]
 [limits]
 max_message_size = 1000000
 data_timeout = 200
+stop_timeout = 12
 """
 
 

@@ -319,6 +319,19 @@ def test_warnings(tmp_path: Path) -> None:
     assert "privileged" not in "\n".join(check_warnings(config, is_root=True))
 
 
+def test_stop_timeout_is_read_checked_and_warned_about(tmp_path: Path) -> None:
+    assert load(None, env={}, is_root=False).limits.stop_timeout == 30.0
+    config = load(write(tmp_path, "workers = 2\n[limits]\nstop_timeout = 2\n"), env={}, is_root=False)
+    assert config.limits.stop_timeout == 2.0
+    warnings = "\n".join(check_warnings(config, is_root=False))
+    assert "limits.stop_timeout = 2.0: below the 5 s a worker may take on a stop" in warnings
+    # One process kills nothing: the setting only shortens its own wait, so no warning.
+    alone = load(write(tmp_path, "workers = 1\n[limits]\nstop_timeout = 2\n"), env={}, is_root=False)
+    assert "stop_timeout" not in "\n".join(check_warnings(alone, is_root=False))
+    path = write(tmp_path, "[limits]\nstop_timeout = 0\n")
+    assert f"{path}:2: limits.stop_timeout = 0: must be a number of seconds > 0" in error_of(path)
+
+
 def test_schema_listener_helpers() -> None:
     assert ListenerConfig("submission", "localhost", allow_plaintext_auth=True).plaintext_auth_allowed
     assert ListenerConfig("submission", "::1", allow_plaintext_auth=True).plaintext_auth_allowed

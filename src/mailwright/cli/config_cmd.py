@@ -70,6 +70,7 @@ def render(config: Config) -> str:
         f"max_connections_per_ip = {limits.max_connections_per_ip}",
         f"command_timeout = {toml_value(limits.command_timeout)}",
         f"data_timeout = {toml_value(limits.data_timeout)}",
+        f"stop_timeout = {toml_value(limits.stop_timeout)}",
         "",
         "[queue]",
         f"directory = {toml_value(config.queue.directory)}",

@@ -42,6 +42,8 @@ example (all values shown are the defaults, except where a comment says otherwis
     max_connections_per_ip = 50
     command_timeout = 300.0              # seconds idle per command (RFC 5321 4.5.3.2.7)
     data_timeout = 180.0                 # seconds idle while receiving message content
+    stop_timeout = 30.0                  # seconds a stop waits for the workers before killing
+                                         # the ones left (no acknowledged message is lost)
 
     [queue]
     directory = "/var/lib/mailwright/queue"     # default: state_dir/queue
@@ -553,6 +555,7 @@ def _read_limits(r: _Reader, data: Mapping[str, Any]) -> LimitsConfig:
         max_connections_per_ip=count("max_connections_per_ip", d.max_connections_per_ip),
         command_timeout=r.seconds(table, ("limits", "command_timeout"), d.command_timeout, zero_ok=False),
         data_timeout=r.seconds(table, ("limits", "data_timeout"), d.data_timeout, zero_ok=False),
+        stop_timeout=r.seconds(table, ("limits", "stop_timeout"), d.stop_timeout, zero_ok=False),
     )
 
 

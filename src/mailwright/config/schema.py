@@ -107,6 +107,9 @@ class LimitsConfig:
     command_timeout: float = 300.0
     # Idle limit while receiving DATA/BDAT content: a client may pause 3 minutes per block.
     data_timeout: float = 180.0
+    # On a stop, how long the master waits for its workers to answer their sessions and exit
+    # before it kills the ones left (a worker stuck on a hung disk, or stopped by a debugger).
+    stop_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,10 @@ class QueueConfig:
     # even checkpoint its own log.
     min_free: int = 64 * 1024 * 1024
 
+
+# On a stop, the longest a process waits for its sessions' work in flight (a commit, a password
+# check and its failure delay) to be answered before it closes them (app.Server.stop).
+BUSY_WAIT = 5.0
 
 MAX_WORKERS = 256
 MAX_AUTO_WORKERS = 16  # "one per core" stops here: the single queue writer becomes the limit
@@ -271,6 +278,12 @@ def check_warnings(config: Config, *, is_root: bool | None = None) -> list[str]:
         out.append(
             f"limits.data_timeout = {limits.data_timeout}: below the 3 minutes per data block a client "
             "may take (RFC 5321 4.5.3.2.6)"
+        )
+    if limits.stop_timeout < BUSY_WAIT and config.worker_count() > 1:
+        out.append(
+            f"limits.stop_timeout = {limits.stop_timeout}: below the {BUSY_WAIT:.0f} s a worker may take "
+            "on a stop to answer sessions busy with a commit or a password check; such a worker is killed "
+            "before it has answered them, and their clients may send the message again"
         )
     if limits.max_connections_per_ip > limits.max_connections:
         out.append("limits.max_connections_per_ip is larger than limits.max_connections and has no effect")

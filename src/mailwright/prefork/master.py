@@ -21,9 +21,10 @@ Life cycle:
   not spin); its connection counts are cleared. Its sessions' unanswered commits are answered by
   nobody, which is safe: no 250 was sent for them.
 - SIGTERM/SIGINT: the master tells every worker to stop (they answer 421 to idle sessions and wait
-  for their commits), keeps committing until they are gone (SIGKILL after `STOP_GRACE`), then
-  closes the queue. SIGHUP is passed on: each worker reloads the certificate (one still starting
-  does so once it has said READY; "mailwright ready" is logged when all of them have).
+  for their commits), keeps committing until they are gone (SIGKILL after `limits.stop_timeout`),
+  then closes the queue; a second signal only says what the stop still waits for. SIGHUP is
+  passed on: each worker reloads the certificate (one still starting does so once it has said
+  READY; "mailwright ready" is logged when all of them have).
 - If the master dies, the kernel kills the workers (PR_SET_PDEATHSIG) and their channel ends: an
   accepted message is never acknowledged by a worker whose master cannot commit it.
 - AUTH failures and successes are relayed to every other worker, so a lockout holds server-wide.
@@ -64,7 +65,6 @@ from mailwright.users.store import UserStore
 
 log = logging.getLogger("mailwright")
 
-STOP_GRACE: Final = 30.0  # seconds the workers get to finish their sessions' commits on shutdown
 YOUNG: Final = 2.0  # a worker that dies younger than this is restarted only after RESTART_PAUSE
 RESTART_PAUSE: Final = 2.0
 _READ: Final = 64 * 1024  # below malloc's mmap threshold: a bigger buffer costs mmap+munmap per read
@@ -325,7 +325,11 @@ class Master:
         self._restart_due()
         if self.stopping and self.workers and time.monotonic() >= self.stop_deadline:
             for pid in self.workers:
-                log.error("worker pid %d did not stop within %.0f s: killing it", pid, STOP_GRACE)
+                log.error(
+                    "worker pid %d did not stop within %g s (limits.stop_timeout): killing it",
+                    pid,
+                    self.config.limits.stop_timeout,
+                )
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             self.stop_deadline = time.monotonic() + 5
@@ -337,6 +341,10 @@ class Master:
             data = channel.recv(_READ, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError, TimeoutError):
             return
+        except ConnectionResetError:
+            # The worker died with our answers unread (killed): an end like EOF, and its death
+            # is reported once, by the reaper, not a second time as a channel error.
+            data = b""
         except OSError as exc:
             log.error("channel of worker pid %d failed: %s", handle.pid, exc)
             data = b""
@@ -428,9 +436,17 @@ class Master:
             elif not self.stopping:
                 log.info("shutting down")
                 self.stopping = True
-                self.stop_deadline = time.monotonic() + STOP_GRACE
+                self.stop_deadline = time.monotonic() + self.config.limits.stop_timeout
                 self.restarts.clear()
                 self._signal_workers(signal.SIGTERM)
+            else:
+                # An impatient operator: say the signal was seen and what the stop waits for.
+                log.info(
+                    "already shutting down: waiting for %d worker(s) to answer their sessions"
+                    " (killed in %.0f s at the latest)",
+                    len(self.workers),
+                    max(0.0, self.stop_deadline - time.monotonic()),
+                )
 
     def _signal_workers(self, signum: int) -> None:
         for pid in self.workers:
