@@ -9,6 +9,9 @@ Invariants:
   lock, never creates or recovers anything, so it is safe while a server runs on the same directory.
 - Exit status: 0 on success, 1 for an unknown id or an unusable queue, 2 for usage errors. Problems
   are one line on stderr naming what went wrong; never a traceback.
+- `show` prints a message's headers (the sender's text) with every control character but TAB
+  and line feed written out as `\\xNN`, so that nothing in them reaches the terminal as an escape
+  sequence; `show --body` gives the stored bytes unchanged, for a pipe.
 
 Not responsible for: finding the queue directory from configuration (the caller passes `queue_dir`
 to `run`), or delivery (a released message is picked up by the scheduler).
@@ -24,10 +27,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mailwright.queue.model import MessageInfo
-from mailwright.queue.sqlite import SQLiteQueueStore
+from mailwright.queue.sqlite import QueueUnusable, SQLiteQueueStore
 
 _PROG = "mailwright queue"
 _HEADER_LIMIT = 256 * 1024  # `show` prints at most this much of the header section
+# The C0 and C1 control characters and DEL, but TAB and the line feed that `show` ends lines with.
+# Sent to a terminal, a header's ESC or CSI starts an escape sequence (retitle the window, move
+# the cursor and overwrite lines already printed) and a bare CR (BDAT bodies may hold one) writes
+# the rest of a header over its start: a sender could hide or forge what the operator reads.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,6 +91,9 @@ def run(args: argparse.Namespace, queue_dir: Path) -> int:
         return 1
     except BrokenPipeError:
         return 0  # the reader (e.g. `| head`) has gone; not an error
+    except QueueUnusable as exc:  # its message names the fix
+        print(f"{_PROG}: {exc}", file=sys.stderr)
+        return 1
     except (OSError, sqlite3.Error) as exc:
         hint = "check that --queue-dir or queue.directory names a mailwright queue you may read"
         print(f"{_PROG}: cannot read the queue in {queue_dir}: {exc} (fix: {hint})", file=sys.stderr)
@@ -164,7 +175,8 @@ def _show(store: SQLiteQueueStore, args: argparse.Namespace) -> int:
         if status.last_reply:
             print(f"      last reply: {status.last_reply}")
     print("Headers:")
-    print(_headers(body).decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n"))
+    text = _headers(body).decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n")
+    print(text.translate(_CONTROLS))
     return 0
 
 

@@ -29,7 +29,10 @@ The operator API (`list_messages`, `hold`, ...) opens short-lived connections wi
 WAL lets it read while the writer writes, even from another process. It speaks queue ids (text);
 the tables key messages by number (`model.queue_id_number`), and text that is no queue id is an
 unknown message. `writer=False` gives an operator-only store (the CLI): no lock, no recovery, no
-writer thread, and it never creates files.
+writer thread, and it never creates files. It refuses (`QueueUnusable`) a queue of another schema
+version than this build's, which only the writer migrates: after an upgrade the server that still
+runs keeps the old schema until it restarts, and this build's queries would misread it (a text
+id where a number is expected: a traceback, or "no such message" for one that is there).
 
 Not responsible for: recipient state transitions and retry scheduling (the scheduler), policy.
 """
@@ -213,6 +216,8 @@ class SQLiteQueueStore:
             self._start_writer_role(writer_thread)
         elif not self.db_path.exists():
             raise FileNotFoundError(f"no queue database at {self.db_path}")
+        else:
+            self._check_schema()
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -266,6 +271,24 @@ class SQLiteQueueStore:
                 target=self._run, name=f"queue-writer:{self.directory}", daemon=True
             )
             self._thread.start()
+
+    def _check_schema(self) -> None:
+        """Operator role: the queue must be of this build's schema (see the module docstring)."""
+        conn = self._connect()
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            conn.close()
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            fix = "run the newer mailwright that wrote it"
+        else:  # older (the running server predates an upgrade), or 0 (a server is just starting)
+            fix = "start or restart the server with this mailwright: it migrates the queue as it starts"
+        raise QueueUnusable(
+            f"{self.db_path} has schema version {version}, this mailwright reads version"
+            f" {SCHEMA_VERSION} (fix: {fix})"
+        )
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
