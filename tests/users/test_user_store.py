@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sqlite3
 import stat
 from pathlib import Path
@@ -139,3 +141,27 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(UserError, match="newer mailwright"):
         UserStore(path)
+
+
+def test_a_replacement_that_is_no_user_database_keeps_the_one_in_use(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "users.db"
+    store = UserStore(path)
+    store.add("alice@example.org", "old password")
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"not a database at all" * 100)
+    os.replace(broken, path)
+    with caplog.at_level(logging.ERROR, logger="mailwright.users"):
+        assert store.verify_password("alice@example.org", "old password")  # still the old file
+        assert store.verify_password("alice@example.org", "old password")
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "no usable user database" in said[0] and str(path) in said[0], said
+    # A good file put there later is taken at the next call.
+    good_path = tmp_path / "good.db"
+    with UserStore(good_path) as good:
+        good.add("bob@example.org", "new password")
+    os.replace(good_path, path)
+    assert store.verify_password("bob@example.org", "new password")
+    assert not store.verify_password("alice@example.org", "old password")
+    store.close()

@@ -1,8 +1,13 @@
-"""`mailwright user add|del|list`: manage the submission users in the user database.
+"""`mailwright user add|del|passwd|list`: manage the submission users in the user database.
 
 ``user add NAME [--address ADDR ...] [--cram-md5] [--password-stdin]`` asks for the password
 twice on the terminal unless ``--password-stdin`` is given (then the first line of standard
-input is the password, for scripts).  ``user del NAME`` and ``user list`` do what they say.
+input is the password, for scripts).  ``user passwd NAME [--[no-]cram-md5] [--password-stdin]``
+replaces an existing user's password the same way, keeping its sender addresses; a user with a
+CRAM-MD5 secret gets the new password as its secret unless ``--no-cram-md5`` (the old secret must
+stop working too), and ``--cram-md5`` gives one to a user without.  ``user del NAME`` and
+``user list`` do what they say.  A running server reads the database at every AUTH and MAIL, so
+each change holds from the next attempt on, in every worker, with no restart.
 Each takes ``--users-db PATH``; without it the default database of the default configuration
 is used (the main command may supply the path from ``--config`` through ``run_*``'s ``db``).
 
@@ -35,44 +40,44 @@ def _error(command: str, message: str) -> None:
     print(f"mailwright user {command}: error: {message}", file=sys.stderr)
 
 
-def _read_password(args: argparse.Namespace) -> str | None:
+def _read_password(args: argparse.Namespace, command: str) -> str | None:
     try:
-        password = _ask_password(args)
+        password = _ask_password(args, command)
         if password is not None:
             password.encode("utf-8")
     except UnicodeError:
         # Bytes that are not UTF-8 fail the read under a strict locale, or arrive as surrogates
         # (Python's UTF-8 mode) that cannot be hashed: the same mistake either way.
-        _error("add", "the password is not UTF-8 text; nothing changed")
+        _error(command, "the password is not UTF-8 text; nothing changed")
         return None
     return password
 
 
-def _ask_password(args: argparse.Namespace) -> str | None:
+def _ask_password(args: argparse.Namespace, command: str) -> str | None:
     stdin = sys.stdin  # None when the descriptor was closed (`<&-`)
     if args.password_stdin:
         line = stdin.readline() if stdin is not None else ""
         password = line.removesuffix("\n").removesuffix("\r")
         if not password:
-            _error("add", "no password on standard input")
+            _error(command, "no password on standard input")
             return None
         return password
     if stdin is None or not stdin.isatty():
-        _error("add", "standard input is not a terminal; pipe the password and pass --password-stdin")
+        _error(command, "standard input is not a terminal; pipe the password and pass --password-stdin")
         return None
     first = getpass.getpass(f"Password for {args.name}: ")
     second = getpass.getpass("Same password again: ")
     if first != second:
-        _error("add", "the two passwords differ; nothing changed")
+        _error(command, "the two passwords differ; nothing changed")
         return None
     if not first:
-        _error("add", "empty password; nothing changed")
+        _error(command, "empty password; nothing changed")
         return None
     return first
 
 
 def run_add(args: argparse.Namespace, db: Path) -> int:
-    password = _read_password(args)
+    password = _read_password(args, "add")
     if password is None:
         return EXIT_USAGE
     with UserStore(db) as store:
@@ -80,6 +85,27 @@ def run_add(args: argparse.Namespace, db: Path) -> int:
     owned = ", ".join(info.addresses) or "none (sender checks will refuse every address)"
     print(f"added {info.name} to {db}; sender addresses: {owned}")
     if info.cram_md5:
+        print("note: a CRAM-MD5 secret (plaintext-equivalent) is stored for this user")
+    return EXIT_OK
+
+
+def run_passwd(args: argparse.Namespace, db: Path) -> int:
+    with UserStore(db) as store:
+        info = store.get(args.name)
+        if info is None:  # said before the password is asked for, not after
+            _error("passwd", f"no user {args.name!r} in {db}")
+            return EXIT_REFUSED
+        password = _read_password(args, "passwd")
+        if password is None:
+            return EXIT_USAGE
+        # A CRAM-MD5 secret is the password itself: kept as it was, the old password would still
+        # log in with CRAM-MD5.  So it follows the new password unless told otherwise.
+        cram = info.cram_md5 if args.cram_md5 is None else args.cram_md5
+        if not store.set_password(args.name, password, cram=cram):
+            _error("passwd", f"no user {args.name!r} in {db}")  # deleted meanwhile
+            return EXIT_REFUSED
+    print(f"changed the password of {info.name} in {db}")
+    if cram:
         print("note: a CRAM-MD5 secret (plaintext-equivalent) is stored for this user")
     return EXIT_OK
 
@@ -154,7 +180,7 @@ def _database_problem(db: Path | None, exc: sqlite3.Error | OSError) -> str:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("user", help="manage submission users")
-    commands = parser.add_subparsers(dest="user_command", metavar="{add,del,list}")
+    commands = parser.add_subparsers(dest="user_command", metavar="{add,del,passwd,list}")
 
     def usage(_args: argparse.Namespace) -> int:
         parser.print_help(sys.stderr)
@@ -178,8 +204,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     delete = commands.add_parser("del", help="delete a user")
     delete.add_argument("name")
+    passwd = commands.add_parser("passwd", help="change a user's password (prompts for it)")
+    passwd.add_argument("name")
+    passwd.add_argument(
+        "--cram-md5",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="store (or with --no-cram-md5 drop) the CRAM-MD5 secret; default: as the user had it",
+    )
+    passwd.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     listing = commands.add_parser("list", help="list users and their sender addresses")
-    for sub, name, handler in ((add, "add", run_add), (delete, "del", run_del), (listing, "list", run_list)):
+    handlers = (
+        (add, "add", run_add),
+        (delete, "del", run_del),
+        (passwd, "passwd", run_passwd),
+        (listing, "list", run_list),
+    )
+    for sub, name, handler in handlers:
         sub.add_argument(
             "--users-db",
             type=Path,

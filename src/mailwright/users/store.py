@@ -18,7 +18,14 @@ Invariants:
   for unknown names), so timing does not reveal which names exist.
 - The database file is created with mode 0600 and its directory with 0700.
 - One connection, used under a lock, so the object may be shared with worker threads; changes
-  made by another process (the ``user`` command) are seen by the next call.
+  made by another process (the ``user`` command) are seen by the next call, and so is a file put
+  in place of the database (renamed over it, or removed and made again): each call checks that
+  the path still names the opened file and reopens it if not; while no file is there, there
+  are no users (and changes are refused). A replacement that is no usable user database is not
+  taken: the store keeps the file it had, and logs one ERROR naming the problem, as a bad
+  certificate on reload keeps the old one.
+- Only a user database is opened: an SQLite file with other tables (the queue's, another
+  program's) is refused with UserError and left unchanged.
 
 Not responsible for: SASL mechanics (``mailwright.protocol.sasl``), counting failed attempts
 (``mailwright.limits.auth_failures``), or deciding which policy applies owned senders.
@@ -29,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -38,6 +46,8 @@ from pathlib import Path
 from types import TracebackType
 
 from mailwright.users import passwords
+
+log = logging.getLogger("mailwright.users")
 
 SCHEMA_VERSION = 1
 MAX_NAME = 255
@@ -125,26 +135,87 @@ class UserStore:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
-        try:
-            self._migrate()
-        except BaseException:
-            self._db.close()
-            raise
+        self._db, self._identity = self._open()
+        self._refused: tuple[int, int, int] | None = None  # a replacement found unusable, by stat
 
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+    def _open(self) -> tuple[sqlite3.Connection, tuple[int, int]]:
+        """A connection to the file now at `path`, its schema checked (or made), and the file's
+        (device, inode); the stat comes first, so a file swapped in meanwhile is found next call."""
+        st = os.stat(self.path)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        try:
+            self._migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return db, (st.st_dev, st.st_ino)
+
+    def _current(self) -> sqlite3.Connection | None:
+        """The connection to the file now at `path`, or None while there is none; under the lock.
+
+        The server keeps one store for its life.  A file put in place of the one it opened (a
+        backup restored, a copy renamed over it by configuration management, ``rm`` and then
+        ``user add``) would otherwise be read through the old, unlinked inode until a restart:
+        new users refused, removed ones let in.  SQLite itself writes in place (the inode stays),
+        so a changed inode means a replaced file.  One stat per call, about a microsecond.
+        """
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None  # removed: no users, rather than the removed file's
+        if (st.st_dev, st.st_ino) != self._identity:
+            try:
+                fresh, identity = self._open()
+            except (sqlite3.Error, UserError, OSError) as exc:
+                # Tried again at every call (it may be mid-copy), said once per version of it.
+                seen = (st.st_dev, st.st_ino, st.st_mtime_ns)
+                if seen != self._refused:
+                    self._refused = seen
+                    log.error(
+                        "%s was replaced by a file that is no usable user database (%s): still "
+                        "using the one it replaced (fix: put a database made by `mailwright user` there)",
+                        self.path,
+                        exc,
+                    )
+                return self._db
+            self._db.close()
+            self._db, self._identity = fresh, identity
+            self._refused = None
+        return self._db
+
+    def _writable(self) -> sqlite3.Connection:
+        db = self._current()
+        if db is None:
+            raise UserError(f"{self.path} was removed; nothing changed")
+        return db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {
+            str(row[0])
+            for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if not str(row[0]).startswith("sqlite_")
+        }
+        # A file with tables but no users table, or unversioned with tables besides it, is another
+        # database named by mistake (the queue's, another program's): it must neither get a users
+        # table added nor be called "newer" (which says: upgrade mailwright).  An unversioned file
+        # holding only the users table is ours, its creation cut short before the version was set.
+        if tables and ("users" not in tables or (version == 0 and tables != {"users"})):
+            raise UserError(
+                f"{self.path} is not a mailwright user database (its tables: {', '.join(sorted(tables))}; "
+                "fix: check --users-db or auth.users_db)"
+            )
         if version > SCHEMA_VERSION:
             raise UserError(f"{self.path} was written by a newer mailwright (schema {version})")
         if version < SCHEMA_VERSION:
-            self._db.execute(
+            db.execute(
                 "CREATE TABLE IF NOT EXISTS users ("
                 " name TEXT PRIMARY KEY,"
                 " password_hash TEXT NOT NULL,"
                 " cram_secret TEXT,"
                 " addresses TEXT NOT NULL DEFAULT '[]')"
             )
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self._lock:
@@ -164,7 +235,10 @@ class UserStore:
         except UserError:
             return None
         with self._lock:
-            row: tuple[object, ...] | None = self._db.execute(
+            db = self._current()
+            if db is None:
+                return None
+            row: tuple[object, ...] | None = db.execute(
                 f"SELECT {columns} FROM users WHERE name = ?", (key,)
             ).fetchone()
         return row
@@ -181,7 +255,7 @@ class UserStore:
         encoded = passwords.hash_password(password)
         with self._lock:
             try:
-                self._db.execute(
+                self._writable().execute(
                     "INSERT INTO users (name, password_hash, cram_secret, addresses) VALUES (?, ?, ?, ?)",
                     (key, encoded, password if cram else None, json.dumps(owned)),
                 )
@@ -195,7 +269,7 @@ class UserStore:
         _check_password(password)
         encoded = passwords.hash_password(password)
         with self._lock:
-            cur = self._db.execute(
+            cur = self._writable().execute(
                 "UPDATE users SET password_hash = ?, cram_secret = ? WHERE name = ?",
                 (encoded, password if cram else None, key),
             )
@@ -204,7 +278,7 @@ class UserStore:
     def delete(self, name: str) -> bool:
         key = normalize_name(name)
         with self._lock:
-            cur = self._db.execute("DELETE FROM users WHERE name = ?", (key,))
+            cur = self._writable().execute("DELETE FROM users WHERE name = ?", (key,))
         return cur.rowcount > 0
 
     def get(self, name: str) -> UserInfo | None:
@@ -244,7 +318,10 @@ class UserStore:
 
     def list(self) -> builtins.list[UserInfo]:
         with self._lock:
-            rows = self._db.execute(
+            db = self._current()
+            if db is None:
+                return []
+            rows = db.execute(
                 "SELECT name, addresses, cram_secret IS NOT NULL FROM users ORDER BY name"
             ).fetchall()
         return [_info(row) for row in rows]
