@@ -97,6 +97,10 @@ def test_add_prompts_twice(
 def test_list_and_del(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "users.db"
     assert run(["user", "list", "--users-db", str(db)]) == 0
+    assert f"no users: there is no user database at {db} yet" in capsys.readouterr().err
+    with UserStore(db) as users:
+        pass
+    assert run(["user", "list", "--users-db", str(db)]) == 0
     assert f"no users in {db}" in capsys.readouterr().err
     with UserStore(db) as users:
         users.add("zed@example.org", "pw")
@@ -125,9 +129,10 @@ def test_unusable_database_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_run_functions_take_the_db_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "users.db"
+    UserStore(db).close()
     args = argparse.Namespace(name="x", users_db=None)
     assert user_cmd.run_del(args, db) == 1
-    assert db.exists()
+    assert f"no user 'x' in {db}" in capsys.readouterr().err
 
 
 NOT_UTF8 = b"\xff".decode("utf-8", "surrogateescape")  # how a non-UTF-8 argument byte arrives
@@ -217,3 +222,20 @@ def test_database_path_problems_name_the_fix(tmp_path: Path, capsys: pytest.Capt
         f"mailwright user list: error: user database {not_a_db}: file is not a database (fix: check "
         "that --users-db or auth.users_db names a mailwright user database that you may read and write)\n"
     )
+
+
+def test_a_mistyped_database_path_is_said_and_nothing_is_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only `add` makes a database: `list`, `del` and `passwd` on a path where there is none
+    name it and leave no directories and no empty database behind."""
+    db = tmp_path / "typo" / "users.db"
+    assert run(["user", "list", "--users-db", str(db)]) == 0
+    assert f"there is no user database at {db} yet" in capsys.readouterr().err
+    assert run(["user", "del", "amy", "--users-db", str(db)]) == 1
+    err = capsys.readouterr().err
+    assert f"no user database at {db} (fix: check --users-db or auth.users_db" in err
+    assert err.count("\n") == 1, err
+    assert run(["user", "passwd", "amy", "--users-db", str(db), "--password-stdin"]) == 1
+    assert f"no user database at {db}" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()

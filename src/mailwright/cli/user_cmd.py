@@ -10,6 +10,8 @@ stop working too), and ``--cram-md5`` gives one to a user without.  ``user del N
 each change holds from the next attempt on, in every worker, with no restart.
 Each takes ``--users-db PATH``; without it the default database of the default configuration
 is used (the main command may supply the path from ``--config`` through ``run_*``'s ``db``).
+Only ``add`` makes a missing database: the others name the path where there is none (``list``:
+no users, exit 0; ``del``, ``passwd``: exit 1) and leave no directory or empty file behind.
 
 Exit codes: 0 done; 1 the store refused (user exists, no such user, invalid name or address,
 database unreadable); 2 usage (no terminal to prompt on, no password on standard input,
@@ -29,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mailwright.config.loader import blocking_file, load
-from mailwright.users.store import UserError, UserStore
+from mailwright.users.store import MissingDatabase, UserError, UserStore
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -90,7 +92,7 @@ def run_add(args: argparse.Namespace, db: Path) -> int:
 
 
 def run_passwd(args: argparse.Namespace, db: Path) -> int:
-    with UserStore(db) as store:
+    with UserStore(db, create=False) as store:
         info = store.get(args.name)
         if info is None:  # said before the password is asked for, not after
             _error("passwd", f"no user {args.name!r} in {db}")
@@ -111,7 +113,7 @@ def run_passwd(args: argparse.Namespace, db: Path) -> int:
 
 
 def run_del(args: argparse.Namespace, db: Path) -> int:
-    with UserStore(db) as store:
+    with UserStore(db, create=False) as store:
         removed = store.delete(args.name)
     if not removed:
         _error("del", f"no user {args.name!r} in {db}")
@@ -121,8 +123,18 @@ def run_del(args: argparse.Namespace, db: Path) -> int:
 
 
 def run_list(args: argparse.Namespace, db: Path) -> int:
-    with UserStore(db) as store:
-        users = store.list()
+    try:
+        with UserStore(db, create=False) as store:
+            users = store.list()
+    except MissingDatabase:
+        if blocking_file(db.parent) is not None:
+            raise  # a path that cannot be a database: said as an error (_guarded)
+        # True (no users), and said with the path, so that a mistyped one shows.
+        print(
+            f"no users: there is no user database at {db} yet (`mailwright user add` makes it)",
+            file=sys.stderr,
+        )
+        return EXIT_OK
     if not users:
         print(f"no users in {db}", file=sys.stderr)
     for info in users:
@@ -142,6 +154,12 @@ def _guarded(
             if db is None:
                 db = load(None).users_db
             return handler(args, db)
+        except MissingDatabase as exc:
+            if db is not None and blocking_file(db.parent) is not None:
+                _error(command, _database_problem(db, FileNotFoundError(str(exc))))
+            else:
+                fix = "check --users-db or auth.users_db; `mailwright user add` makes it"
+                _error(command, f"{exc} (fix: {fix})")
         except UserError as exc:
             _error(command, str(exc))
         except BrokenPipeError:

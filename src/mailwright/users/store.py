@@ -58,6 +58,10 @@ class UserError(ValueError):
     """A request the store refuses: invalid name or address, user exists, newer schema."""
 
 
+class MissingDatabase(UserError):
+    """No database at the path, and the caller asked not to create one."""
+
+
 @dataclass(frozen=True)
 class UserInfo:
     name: str
@@ -129,9 +133,14 @@ def _is_address(name: str) -> bool:
 class UserStore:
     """Users in one SQLite file; see the module docstring."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        """Open the database at `path`; a missing one is made, unless `create` is False (the
+        commands that only read or change existing users), which raises `MissingDatabase`: a
+        mistyped path must not leave new directories and an empty database behind."""
         self.path = path
         if not path.exists():
+            if not create:
+                raise MissingDatabase(f"no user database at {path}")
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._lock = threading.Lock()
