@@ -6,6 +6,9 @@ a port chosen by the caller; every message is accepted into the real queue (clea
 queue file before smtpd answers 250).  By default each message is then held, so nothing is ever
 delivered; with `relay_to=PORT` nothing is held and every message is relayed, with Postfix's
 default delivery settings, to `[127.0.0.1]:PORT` (the end-to-end benchmark's smtp-sink).
+`settings` are further main.cf parameters, applied last, so they may override any of the above
+(the interop tests use them for TLS toward the relay, time-outs and back-off); files they name,
+such as a CA file or a lookup table, may live in `root`, which exists from construction on.
 
 Invariants: `start` raises `PostfixUnavailable` with the reason when an instance cannot run here
 (not root, Postfix missing, `postfix start` failing); `stop` always stops the master and removes
@@ -25,13 +28,16 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 POSTFIX = "/usr/sbin/postfix"
 POSTCONF = "/usr/sbin/postconf"
 POSTQUEUE = "/usr/sbin/postqueue"
 
-# Only the services an accept-and-hold instance needs; chroot off so no copies of /etc are needed.
+# Only the services an accept-and-hold instance needs, and tlsmgr, which the smtp client's TLS
+# needs (without it Postfix's TLS engine stays off: "our TLS engine is unavailable") and which the
+# master starts only when TLS is used; chroot off so no copies of /etc are needed.
 _MASTER_CF = """\
 127.0.0.1:{port} inet n - n - - smtpd
 pickup    unix  n       -       n       60      1       pickup
@@ -56,6 +62,7 @@ virtual   unix  -       n       n       -       -       virtual
 lmtp      unix  -       -       n       -       -       lmtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
@@ -76,12 +83,19 @@ def version() -> str:
 
 
 class PostfixInstance:
-    """One private accept-and-hold Postfix instance on `127.0.0.1:port`."""
+    """One private Postfix instance on `127.0.0.1:port`: accept-and-hold, or relay to `relay_to`."""
 
-    def __init__(self, port: int, domain: str, relay_to: int | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        domain: str,
+        relay_to: int | None = None,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         self.port = port
         self.domain = domain
         self.relay_to = relay_to
+        self.settings = dict(settings or {})
         self.root = Path(tempfile.mkdtemp(prefix="mailwright-bench-postfix-"))
         os.chmod(self.root, 0o755)  # the postfix user must reach queue/ below it
         self.config_dir = self.root / "etc"
@@ -136,6 +150,7 @@ class PostfixInstance:
                     "smtpd_recipient_restrictions": "permit_mynetworks, reject",
                 }
             )
+        settings.update(self.settings)
         res = _run([POSTCONF, "-c", str(self.config_dir), "-e", *(f"{k}={v}" for k, v in settings.items())])
         if res.returncode != 0:
             raise PostfixUnavailable(f"postconf -e failed: {res.stderr.strip()}")

@@ -345,3 +345,18 @@ def test_rcpt_params_round_trip(p: RcptParams) -> None:
     text = rcpt_params_to_text(p)
     assert text.isascii()
     assert parse_rcpt_params(text, ALL - {"SMTPUTF8"}) == p
+
+
+def test_postfix_style_utf8_orcpt_is_accepted() -> None:
+    # What Postfix 3.7 sends (tests/interop/test_postfix_mta.py) for a UTF-8 recipient when the
+    # next hop offers DSN and SMTPUTF8: the rfc822 type with the UTF-8 octets as xtext
+    # (mailwright answered 501 5.5.4, and Postfix bounced the message). Without SMTPUTF8
+    # offered it stays refused; a control character too.
+    dsn = frozenset({"DSN", "SMTPUTF8"})
+    got = parse_rcpt_params("ORCPT=rfc822;j+C3+B6s+C3+A9@relay.test", dsn)
+    assert got.orcpt == ("RFC822", "jösé@relay.test")
+    assert parse_rcpt_params(rcpt_params_to_text(got), dsn) == got
+    for text, enabled in (("ORCPT=rfc822;j+C3+B6s@x", frozenset({"DSN"})), ("ORCPT=rfc822;j+C2+85s@x", dsn)):
+        with pytest.raises(SMTPError) as err:
+            parse_rcpt_params(text, enabled)
+        assert err.value.reply.code == 501, text

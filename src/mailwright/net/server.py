@@ -250,7 +250,9 @@ class SMTPSession:
         self.peer_eof = True
         if self.task is None:
             self._pump()
-        return True
+        # Over TLS the layer below closes at the peer's EOF whatever this returns, and asyncio and
+        # uvloop log a WARNING for True: one per Postfix delivery, which ends so (QUIT, then close).
+        return self.tls_facts is None
 
     def pause_writing(self) -> None:
         self.write_paused = True
