@@ -403,8 +403,24 @@ def check_stopped(run: Run, code: int, elapsed: float, mark: int) -> None:
     text = check_log(run.srv, mark)
     assert "shutting down" in text
     assert "mailwright stopped" in text.strip().splitlines()[-1], "the log does not end saying it stopped"
-    tmp, files, rows = spool_state(run.srv.queue_db.parent)
+    check_spool(run.srv)
+
+
+def check_spool(srv: spawn.SpawnedServer) -> None:
+    """After exit: no temp file left, and a spool file for every spooled row."""
+    tmp, files, rows = spool_state(srv.queue_db.parent)
     assert tmp == [] and files == rows, f"spool after exit: temp files {tmp}, {files} files for {rows} rows"
+
+
+def start_again(srv: spawn.SpawnedServer) -> str:
+    """The next start is clean and mail flows: one message acknowledged, exit 0; the log since."""
+    mark = log_size(srv)
+    srv.start()
+    again = Tally()
+    Client("again", srv.ports["mx"], again, threading.Event(), per_conn=1).session()
+    assert len(again.acked) == 1, again
+    assert srv.stop() == 0
+    return check_log(srv, mark)
 
 
 def wait_for_exit(srv: spawn.SpawnedServer, since: float) -> tuple[int, float]:
@@ -557,16 +573,8 @@ def test_sigterm_while_a_20_mb_message_streams(make_server: ServerFactory, worke
     assert code == 0
     text = check_log(srv, mark)
     assert "mailwright stopped" in text
-    tmp, files, rows = spool_state(srv.queue_db.parent)
-    assert tmp == [] and files == rows, f"spool after exit: temp files {tmp}, {files} files for {rows} rows"
-    # The next start is clean (nothing to sweep), and mail flows.
-    mark = log_size(srv)
-    srv.start()
-    again = Tally()
-    Client("again", srv.ports["mx"], again, threading.Event(), per_conn=1).session()
-    assert len(again.acked) == 1, again
-    assert srv.stop() == 0
-    text = check_log(srv, mark)
+    check_spool(srv)
+    text = start_again(srv)
     assert "orphan" not in text and "lost its body" not in text, text
 
 
@@ -692,12 +700,5 @@ def test_a_worker_that_does_not_stop_is_killed_after_the_stop_timeout(
     ), errors
     assert f"(pid {other})" not in text, "the worker that could stop was killed too"
     assert "mailwright stopped" in text.strip().splitlines()[-1]
-    tmp, files, rows = spool_state(srv.queue_db.parent)
-    assert tmp == [] and files == rows, f"spool after exit: temp files {tmp}, {files} files for {rows} rows"
-    mark = log_size(srv)
-    srv.start()
-    again = Tally()
-    Client("again", srv.ports["mx"], again, threading.Event(), per_conn=1).session()
-    assert len(again.acked) == 1, again
-    assert srv.stop() == 0
-    check_log(srv, mark)
+    check_spool(srv)
+    start_again(srv)

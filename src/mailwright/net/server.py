@@ -168,7 +168,7 @@ class SMTPSession:
         self.peer_eof = False
         self.reading_paused = False
         self.write_paused = False
-        self.handshaking = False  # a STARTTLS handshake is in progress (the task is _starttls)
+        self.handshaking = False  # a TLS handshake is in progress (the task awaits _handshake)
         self.tls_facts: str | None = None
         # Implicit TLS: the bytes read before start_tls took the transport over (None otherwise).
         self.early: bytes | None = None
@@ -327,7 +327,8 @@ class SMTPSession:
         if not self.handshaking or self.transport is None:
             return False
         log.info("TLS handshake with %s cut short: shutting down", self.peer_ip)
-        self.conn = None  # tells _starttls that the failure is ours, and logged
+        self.handshaking = False  # tells _handshake that the failure is ours, and logged
+        self.conn = None
         self.transport.abort()
         return True
 
@@ -569,6 +570,12 @@ class SMTPSession:
         if context is None:
             conn.close_with(R.TLS_UNAVAILABLE)
             return
+        if await self._handshake(transport, context):
+            conn.tls_started()
+
+    async def _handshake(self, transport: asyncio.Transport, context: ssl.SSLContext) -> bool:
+        """The server side of a TLS handshake on `transport`, for STARTTLS and implicit TLS alike:
+        True with `transport` and `tls_facts` replaced, or False with the session over."""
         self.handshaking = True
         try:
             new = await self.loop.start_tls(
@@ -579,7 +586,7 @@ class SMTPSession:
                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
             )
         except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
-            if self.conn is not None:
+            if self.handshaking:  # not cut by abort_handshake, which said so itself
                 log.info("TLS handshake with %s failed: %s", self.peer_ip, _reason(exc))
             transport.abort()
             # uvloop calls no connection_lost for a connection lost while the handshake runs (a
@@ -587,14 +594,14 @@ class SMTPSession:
             # under the caps was never given back. This coroutine is the task: nothing to cancel.
             self.task = None
             self._end()
-            return
+            return False
         finally:
             self.handshaking = False
         if new is None or self.conn is None:
-            return
+            return False
         self.transport = new
         self.tls_facts = session_facts(new.get_extra_info("ssl_object"))
-        conn.tls_started()
+        return True
 
     async def _implicit_tls(self) -> None:
         """Implicit TLS (RFC 8314 3.3): the handshake first, then the greeting inside TLS.
@@ -616,27 +623,8 @@ class SMTPSession:
         # protocol and pauses reading) and before that layer starts its handshake: what was
         # read meanwhile goes in first, in order.
         self.loop.call_soon(self._hand_over_early)
-        try:
-            new = await self.loop.start_tls(
-                transport,
-                cast(asyncio.BaseProtocol, self),
-                context,
-                server_side=True,
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-            )
-        except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
-            log.info("TLS handshake with %s failed: %s", self.peer_ip, _reason(exc))
-            transport.abort()
-            # As in _starttls: uvloop calls no connection_lost for a connection lost while the
-            # handshake runs (a reset, the time-out), so its place under the caps is given back
-            # here. This coroutine is the task: nothing to cancel.
-            self.task = None
-            self._end()
+        if not await self._handshake(transport, context):
             return
-        if new is None or self.conn is None:
-            return
-        self.transport = new
-        self.tls_facts = session_facts(new.get_extra_info("ssl_object"))
         self.ctx.sessions.add(self)
         self._flush()  # the greeting
 
