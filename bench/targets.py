@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.postfix_instance import PostfixInstance
+from bench.postfix_instance import POSTQUEUE, PostfixInstance
 
 DOMAIN = "bench.test"
 RCPT = f"rcpt@{DOMAIN}"
@@ -50,6 +50,7 @@ class Target:
     stored: Callable[[], int] | None  # messages the server holds durably, None if it stores nothing
     detail: str = ""
     largest_stored: Callable[[], int] | None = None  # bytes of the largest stored message
+    list_queue: list[str] | None = None  # the operator's command that lists the queue (mailq)
 
 
 def free_port() -> int:
@@ -190,7 +191,8 @@ def start_mailwright(python: str = sys.executable) -> Iterator[Target]:
         with _process("mailwright", argv, port, root, wait=60, ready_line="mailwright ready") as proc:
             workers = len(process_tree(proc.pid)) - 1
             detail = f"fresh state dir, SQLite queue, fsync; master + {workers} workers (the default)"
-            yield Target("mailwright", port, proc.pid, stored, detail, largest)
+            listing = [python, "-m", "mailwright.cli.main", "--config", str(config), "queue", "list"]
+            yield Target("mailwright", port, proc.pid, stored, detail, largest, listing)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -235,7 +237,9 @@ def start_postfix() -> Iterator[Target]:
                 raise RuntimeError(f"messages outside the hold queue: {others}")
             return counts.get("hold", 0)
 
-        yield Target("postfix", instance.port, instance.master_pid(), stored, "real queue, HOLD")
+        listing = [POSTQUEUE, "-c", str(instance.config_dir), "-p"]
+        pid = instance.master_pid()
+        yield Target("postfix", instance.port, pid, stored, "real queue, HOLD", list_queue=listing)
     finally:
         instance.stop()
 

@@ -140,3 +140,16 @@ def test_commit_cost_tool_reports_each_batch_size() -> None:
     for line, transactions in zip(lines, (40, 10), strict=True):
         assert float(line.split("CPU")[1].split("µs")[0]) > 0, line
         assert line.endswith(f" {transactions} transactions"), line
+
+
+def test_queue_list_tool_lists_every_message_of_both_queues() -> None:
+    """`python3 -m bench.queue_list`: mailwright's and Postfix's listings of the same smtp-source
+    load, then mailwright's of a queue written straight into its database; the tool fails unless
+    every listing counts every queued message, and each reports a time and a peak RSS."""
+    argv = [sys.executable, "-m", "bench.queue_list", "--messages", "200", "--large", "300", "--repeat", "1"]
+    res = _run_in_repo(argv, timeout=240)
+    rows = [ln.split() for ln in res.stdout.splitlines() if ln.strip().endswith(("process", "RSS"))]
+    assert [r[0] for r in rows] == ["mailwright", "postfix", sys.executable], res.stdout
+    for row in rows:
+        assert float(row[1]) > 0 and row[2] == "s" and float(row[3]) > 1 and row[4] == "MiB", row
+    assert res.stdout.startswith("1. 200 messages") and "2. 300 messages" in res.stdout, res.stdout

@@ -640,20 +640,58 @@ def test_an_sqlite_too_old_for_the_schema_is_named(tmp_path: Path, monkeypatch: 
         SQLiteQueueStore(tmp_path / "q")
 
 
-def test_the_listing_is_in_order_of_arrival(tmp_path: Path) -> None:
-    """Without an index on received_at the listing still sorts by it. The eight arrivals share one
-    millisecond, so their numbers follow the order in which they were committed, not arrival."""
-    arrivals = [100.0 + k / 10_000_000 for k in (5, 2, 7, 0, 3, 6, 1, 4)]
+def test_the_listing_is_in_order_of_arrival_to_the_millisecond_then_of_commit(tmp_path: Path) -> None:
+    """The listing follows the queue numbers, which the writer gives in arrival order to the
+    millisecond (`next_queue_number`). Arrivals within one millisecond, and an arrival stamped
+    earlier than one already committed (a clock stepped back), keep their order of commit."""
+    same_ms = [100.0 + k / 10_000_000 for k in (5, 2, 7, 0)]
+    later = [100.5, 100.25, 101.0]  # 100.25 is committed after 100.5, so it is listed after it
 
     async def main() -> None:
         store = SQLiteQueueStore(tmp_path)
         try:
-            ids = {}
-            for when in arrivals:
-                ids[when] = await commit_bytes(store, body_of(100), replace(envelope(), received_at=when))
+            ids = [
+                await commit_bytes(store, body_of(100), replace(envelope(), received_at=when))
+                for when in same_ms + later
+            ]
             listed = store.list_messages()
-            assert [m.received_at for m in listed] == sorted(arrivals)
-            assert [m.id for m in listed] == [ids[when] for when in sorted(arrivals)]
+            assert [m.id for m in listed] == ids
+            assert [m.received_at for m in listed] == same_ms + later
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_the_listing_reads_a_page_at_a_time_and_misses_nothing(tmp_path: Path) -> None:
+    """`iter_messages` pages on the queue numbers: every message once, each with exactly its own
+    recipients (pages end between messages, never inside one's recipients), including messages
+    committed while the listing is under way; and no read transaction stays open between pages,
+    so a checkpoint can empty the WAL while a consumer is slow."""
+
+    async def main() -> None:
+        store = SQLiteQueueStore(tmp_path)
+        try:
+            ids = [await commit_bytes(store, body_of(100), envelope(n_rcpt=1 + k % 4)) for k in range(10)]
+            listing = store.iter_messages(page=3)
+            first = [next(listing) for _ in range(4)]  # two pages read
+            gone = ids[6]
+            assert store.delete(gone)
+            ids.append(await commit_bytes(store, body_of(100), envelope(n_rcpt=2)))
+            conn = sqlite3.connect(tmp_path / "queue.db")
+            try:
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.close()
+            assert busy == 0, "a read transaction was left open between pages"
+            assert (tmp_path / "queue.db-wal").stat().st_size == 0
+            listed = first + list(listing)
+            assert [m.id for m in listed] == [i for i in ids if i != gone]
+            for info in listed:
+                assert info == store.get_message(info.id)
+            assert [len(m.recipients) for m in listed[:6]] == [1, 2, 3, 4, 1, 2]
+            assert [r.address for r in listed[3].recipients] == [f"r{k}@example.net" for k in range(4)]
+            assert store.get_message(gone) is None
         finally:
             await store.close()
 

@@ -122,16 +122,18 @@ def _format_message(info: MessageInfo) -> list[str]:
 
 
 def _list(store: SQLiteQueueStore, args: argparse.Namespace) -> int:
-    messages = store.list_messages()
-    if not messages:
+    # Streamed a page at a time (`iter_messages`): a queue of any size lists in bounded memory.
+    count = total = 0
+    write = sys.stdout.write
+    for info in store.iter_messages():
+        if not count:
+            print(f"{'-Queue ID-':<17} {'--Size--':>9} {'---Arrival Time----':<19}  -Sender/Recipient-------")
+        write("\n".join(_format_message(info)) + "\n\n")
+        count += 1
+        total += info.size
+    if not count:
         print("Mail queue is empty")
         return 0
-    print(f"{'-Queue ID-':<17} {'--Size--':>9} {'---Arrival Time----':<19}  -Sender/Recipient-------")
-    for info in messages:
-        print("\n".join(_format_message(info)))
-        print()
-    total = sum(m.size for m in messages)
-    count = len(messages)
     print(f"-- {(total + 1023) // 1024} KB in {count} message{'s' if count != 1 else ''}.")
     return 0
 

@@ -25,7 +25,7 @@ Startup recovery (writer role only): take the lock, migrate the schema (`PRAGMA 
 spool files that no row references (temp files, bodies renamed before a crash hit the COMMIT) and log
 an error for every row whose spool file is missing (the row is kept for the operator).
 
-The operator API (`list_messages`, `hold`, ...) opens short-lived connections with a busy timeout;
+The operator API (`iter_messages`, `hold`, ...) opens short-lived connections with a busy timeout;
 WAL lets it read while the writer writes, even from another process. It speaks queue ids (text);
 the tables key messages by number (`model.queue_id_number`), and text that is no queue id is an
 unknown message. `writer=False` gives an operator-only store (the CLI): no lock, no recovery, no
@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 512
 WAL_AUTOCHECKPOINT_PAGES = 256
 WAL_SIZE_LIMIT = 8 * 1024 * 1024
+# Messages per read transaction of the operator listing (`iter_messages`): ~1 MB of objects.
+LIST_PAGE = 1000
 BUSY_TIMEOUT_MS = 10_000
 
 # The columns after each table's key, as migration 1 made them and migration 3 made them again
@@ -458,29 +460,29 @@ class SQLiteQueueStore:
         finally:
             conn.close()
 
-    def _messages(self, where: str, params: tuple[Any, ...]) -> list[MessageInfo]:
-        conn = self._connect()
-        try:
-            # One read transaction, so messages and recipients come from the same snapshot.
-            conn.execute("BEGIN")
-            rows = conn.execute(
-                "SELECT id, sender, size, received_at, held, client_ip, auth_user FROM messages"
-                f" {where} ORDER BY received_at, id",
-                params,
-            ).fetchall()
-            rcpts: dict[int, list[RecipientStatus]] = {}
+    def _messages(self, conn: sqlite3.Connection, after: int, limit: int) -> tuple[list[MessageInfo], int]:
+        """Up to `limit` messages numbered above `after`, in number (arrival) order, and the last
+        one's number (`after` when there is none)."""
+        # One read transaction, so messages and recipients come from the same snapshot. After an
+        # error the caller closes `conn`, which ends it.
+        conn.execute("BEGIN")
+        rows = conn.execute(
+            "SELECT id, sender, size, received_at, held, client_ip, auth_user FROM messages"
+            " WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        rcpts: dict[int, list[RecipientStatus]] = {}
+        if rows:
+            # A range of the recipients' primary key: no scan of other messages' rows.
             for mid, address, state, attempts, last_reply, next_attempt in conn.execute(
-                "SELECT r.message_id, r.address, r.state, r.attempts, r.last_reply, r.next_attempt"
-                f" FROM recipients r JOIN messages ON messages.id = r.message_id {where}"
-                " ORDER BY r.message_id, r.idx",
-                params,
+                "SELECT message_id, address, state, attempts, last_reply, next_attempt"
+                " FROM recipients WHERE message_id BETWEEN ? AND ? ORDER BY message_id, idx",
+                (rows[0][0], rows[-1][0]),
             ):
                 rcpts.setdefault(mid, []).append(
                     RecipientStatus(address, RecipientState(state), attempts, last_reply, next_attempt)
                 )
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+        conn.execute("COMMIT")
         return [
             MessageInfo(
                 queue_id_text(mid),
@@ -493,15 +495,41 @@ class SQLiteQueueStore:
                 tuple(rcpts.get(mid, ())),
             )
             for mid, sender, size, received_at, held, client_ip, auth_user in rows
-        ]
+        ], rows[-1][0] if rows else after
+
+    def iter_messages(self, page: int = LIST_PAGE) -> Iterator[MessageInfo]:
+        """Every queued message in arrival order, read `page` at a time.
+
+        Each page is its own short read transaction on one connection, so a slow consumer
+        (`queue list | less`) holds no snapshot, which would keep checkpoints from emptying the
+        WAL, and memory stays one page whatever the queue's size. Like Postfix's `mailq` walking
+        its queue directories, the whole is therefore no snapshot: a message committed or removed
+        meanwhile may or may not be listed, but none is listed twice, since pages follow the
+        numbers."""
+        after = -1
+        conn = self._connect()
+        try:
+            while True:
+                batch, after = self._messages(conn, after, page)
+                yield from batch
+                if len(batch) < page:
+                    return
+        finally:
+            conn.close()
 
     def list_messages(self) -> list[MessageInfo]:
-        return self._messages("", ())
+        return list(self.iter_messages())
 
     def get_message(self, id: str) -> MessageInfo | None:
         number = queue_id_number(id)
-        found = [] if number is None else self._messages("WHERE messages.id = ?", (number,))
-        return found[0] if found else None
+        if number is None:
+            return None
+        conn = self._connect()
+        try:
+            found, last = self._messages(conn, number - 1, 1)
+        finally:
+            conn.close()
+        return found[0] if found and last == number else None
 
     def get_envelope(self, id: str) -> Envelope | None:
         number = queue_id_number(id)
