@@ -201,7 +201,7 @@ def test_input_buffer_bounded_while_a_task_is_running() -> None:
         ctx = ServerContext(
             store=None,  # type: ignore[arg-type]  # not reached: no message is sent
             relay=RelayPolicy(["mx.test"]),
-            auth=AuthBackend(verify, lambda u, s: True, AuthFailureLimiter(), False),
+            auth=AuthBackend(verify, lambda u, s: True, AuthFailureLimiter(), False, lambda u: "stamp"),
             limits=ConnectionLimits(10, 10),
             command_timeout=300,
             data_timeout=300,

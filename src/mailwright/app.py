@@ -156,6 +156,7 @@ class Server:
             owns=users.owns_sender,
             limiter=limiter,
             sender_must_be_owned=cfg.auth.sender_must_be_owned,
+            stamp=users.credentials_stamp,
         )
         self.ctx = ctx = ServerContext(
             store=self.store,

@@ -75,6 +75,7 @@ async def _session(
             owns=lambda user, sender: True,
             limiter=AuthFailureLimiter(max_failures=5, window=60, lockout=60),
             sender_must_be_owned=False,
+            stamp=lambda user: "stamp",
         ),
         limits=ConnectionLimits(10, 10),
         command_timeout=60,

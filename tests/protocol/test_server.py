@@ -642,3 +642,23 @@ def test_every_command_in_the_state_table_has_a_handler(verb: str) -> None:
         h.send(b"MAIL FROM:<a@c.test>\r\n")
     lines = h.send(verb.encode() + b"\r\n")
     assert lines and lines[-1][:1] in "2345", lines
+
+
+def test_close_with_answers_the_pending_event_and_ends_the_session() -> None:
+    """A final 421 given instead of the reply to a pending MAIL (revoked credentials): nothing
+    stays pending, nothing pipelined after it is read, and the engine takes no further reply."""
+    conn = ServerConnection(BASE, nonce=lambda: "1")
+    conn.data_to_send()
+    conn.receive_data(b"EHLO c.test\r\n")
+    assert isinstance(conn.next_event(), ev.Hello)
+    conn.accept()
+    conn.data_to_send()
+    conn.receive_data(b"MAIL FROM:<a@c.test>\r\nRCPT TO:<b@mx.test>\r\n")
+    assert isinstance(conn.next_event(), ev.Mail)
+    assert conn.paused
+    conn.close_with(Reply(421, "4.7.0", "closing"))
+    assert not conn.paused and conn.closed
+    assert conn.data_to_send() == b"421 4.7.0 closing\r\n"
+    assert conn.next_event() is None
+    with pytest.raises(Exception, match="no event is waiting"):
+        conn.accept()

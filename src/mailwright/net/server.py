@@ -75,11 +75,15 @@ class AuthBackend:
         owns: Callable[[str, str], bool],
         limiter: AuthFailureLimiter,
         sender_must_be_owned: bool,
+        stamp: Callable[[str], str | None],
     ) -> None:
         self.verify = verify
         self.owns = owns
         self.limiter = limiter
         self.sender_must_be_owned = sender_must_be_owned
+        # A user's credentials as they are now (UserStore.credentials_stamp), None once removed:
+        # a session keeps the stamp it authenticated with and compares it at each MAIL.
+        self.stamp = stamp
 
 
 class ServerContext:
@@ -170,6 +174,7 @@ class SMTPSession:
         self.write_paused = False
         self.handshaking = False  # a TLS handshake is in progress (the task awaits _handshake)
         self.tls_facts: str | None = None
+        self.auth_stamp: str | None = None  # the user's credentials when this session authenticated
         # Implicit TLS: the bytes read before start_tls took the transport over (None otherwise).
         self.early: bytes | None = None
         # Transaction
@@ -358,6 +363,20 @@ class SMTPSession:
         if isinstance(event, ev.Hello):
             conn.accept()
         elif isinstance(event, ev.Mail):
+            user = conn.authenticated
+            if user is not None and self.ctx.auth.stamp(user) != self.auth_stamp:
+                # `user del` or `user passwd` since this session's AUTH: the operator's way to shut
+                # out a stolen password, which a session that stays busy would otherwise outlive
+                # (Postfix and Dovecot keep such sessions). 421 rather than a 5xx: a legitimate
+                # client loses no message, it reconnects and authenticates with what is valid now.
+                log.info(
+                    "session of %s from %s closed at MAIL: the user was removed or its password "
+                    "changed since it authenticated",
+                    user,
+                    self.peer_ip,
+                )
+                conn.close_with(R.AUTH_REVOKED)
+                return
             reply = check_sender(
                 event.sender,
                 conn.authenticated,
@@ -543,10 +562,13 @@ class SMTPSession:
             log.info("AUTH refused from %s: locked out after repeated failures", self.peer_ip)
             conn.reject(locked)
             return
+        # Read before the check: a change that races it then revokes this session, never the reverse.
+        stamp = auth.stamp(event.credentials.authcid)
         ok = await auth.verify(event.credentials, self.listener.name)
         if self.conn is None:
             return
         if ok:
+            self.auth_stamp = stamp
             auth.limiter.success(key)
             log.info(
                 "AUTH %s ok for %s from %s",

@@ -195,6 +195,9 @@ class R:
     SHUTTING_DOWN: ClassVar[Reply] = Reply(421, "4.3.2", "Service shutting down, closing connection")
     TIMEOUT: ClassVar[Reply] = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
     TOO_MANY_CONNECTIONS: ClassVar[Reply] = Reply(421, "4.7.0", "Too many connections, try again later")
+    AUTH_REVOKED: ClassVar[Reply] = Reply(
+        421, "4.7.0", "Credentials revoked (user removed or password changed), closing connection"
+    )
     TOO_MANY_RECIPIENTS: ClassVar[Reply] = Reply(452, "4.5.3", "Too many recipients")
     STORAGE_FULL: ClassVar[Reply] = Reply(452, "4.3.1", "Insufficient system storage, try again later")
     LOCAL_ERROR: ClassVar[Reply] = Reply(451, "4.3.0", "Local error in processing, try again later")

@@ -302,7 +302,8 @@ class ServerConnection:
         self.state = State.CONNECTED
 
     def close_with(self, reply: Reply) -> None:
-        """Queue a final reply (421 time-out, shutdown) and close."""
+        """Queue a final reply (421 time-out, shutdown) and close; it also answers a pending event."""
+        self._pending = None
         self._queue(reply)
         self.state = State.CLOSED
 

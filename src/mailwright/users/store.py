@@ -306,6 +306,12 @@ class UserStore:
         """`verify_password` in a worker thread, so the event loop keeps serving others."""
         return await asyncio.to_thread(self.verify_password, name, password)
 
+    def credentials_stamp(self, name: str) -> str | None:
+        """What changes when `name`'s credentials do: its password hash, salted afresh by every
+        `set_password` (a CRAM-MD5 secret changes with it); None when there is no such user."""
+        row = self._row(name, "password_hash")
+        return None if row is None else str(row[0])
+
     def cram_secret(self, name: str) -> str | None:
         """The plaintext-equivalent CRAM-MD5 secret, or None (no user, or not enabled)."""
         row = self._row(name, "cram_secret")
