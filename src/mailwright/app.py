@@ -342,20 +342,7 @@ def _fit_open_files(config: Config, workers: int) -> Config:
             )
         return config
     cap = budget.max_connections
-    log.warning(
-        "limits.max_connections = %d needs %d open files per process, but this process may open "
-        "only %s (its hard limit is %s): serving at most %d connections, the rest get 421 4.7.0 "
-        "(fix: raise the limit to %d, e.g. `ulimit -n %d` in the shell or LimitNOFILE=%d in the "
-        "systemd unit, or lower limits.max_connections)",
-        limits.max_connections,
-        budget.need,
-        budget.soft,
-        "unlimited" if budget.hard is None else budget.hard,
-        cap,
-        budget.need,
-        budget.need,
-        budget.need,
-    )
+    log.warning("%s", budget.shortfall(limits.max_connections))
     fitted = dataclasses.replace(
         limits, max_connections=cap, max_connections_per_ip=min(limits.max_connections_per_ip, cap)
     )

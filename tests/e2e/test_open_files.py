@@ -14,6 +14,8 @@ import re
 import resource
 import smtplib
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,30 @@ def test_a_hard_limit_below_the_cap_serves_fewer_and_says_how_to_fix_it(
     with smtplib.SMTP("127.0.0.1", srv.ports["mx"], timeout=10) as smtp:
         assert smtp.sendmail("a@client.test", [RCPT], b"Subject: after\r\n\r\nhi\r\n") == {}
     assert "Traceback" not in srv.log.read_text()
+
+
+def test_config_check_says_before_the_start_that_the_limit_is_too_low(
+    make_server: ServerFactory, hard_limit: int
+) -> None:
+    """`config check` reports the same shortfall the server would log, from the shell's limits."""
+    srv = configured(make_server, "check")
+
+    def check(nofile: tuple[int, int]) -> list[str]:
+        res = subprocess.run(
+            [sys.executable, "-m", "mailwright.cli.main", "config", "check", "--config", str(srv.config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile),
+        )
+        assert res.returncode == 0 and res.stderr == "", res
+        return [line for line in res.stdout.splitlines() if "open files" in line]
+
+    fitted = 200 - 128 - (WORKERS - 1)
+    assert check((200, 200)) == [
+        f"warning: limits.max_connections = {CAP} needs {NEED} open files per process, but a server "
+        f"started from this shell may open only 200 (its hard limit is 200): serving at most {fitted} "
+        f"connections, the rest get 421 4.7.0 (fix: raise the limit to {NEED}, e.g. `ulimit -n {NEED}` "
+        f"in the shell or LimitNOFILE={NEED} in the systemd unit, or lower limits.max_connections)"
+    ]
+    assert check((256, hard_limit)) == []  # a soft limit the server raises itself is no problem

@@ -1,7 +1,8 @@
 """`mailwright config check` and `mailwright config show`.
 
 ``config check [--config PATH]`` validates a configuration file (or the built-in defaults) and
-prints ``OK: <listeners>`` plus any warnings (exit 0), or every problem as
+prints ``OK: <listeners>`` plus any warnings (exit 0), among them an open-file limit that the
+server could not raise to what ``limits.max_connections`` needs, or every problem as
 ``file:line: key = value: what is wrong (fix: ...)`` (exit 2).  ``config show`` prints the
 effective configuration, defaults filled in, as TOML that `load` reads back unchanged.
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from mailwright.config.loader import ConfigError, load, toml_value
 from mailwright.config.schema import Config, check_warnings
+from mailwright.limits.open_files import fit_open_files
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -97,6 +99,12 @@ def run_check(args: argparse.Namespace) -> int:
     print(f"OK: {origin}: {listeners}")
     for warning in check_warnings(config):
         print(f"warning: {warning}")
+    # What the server does at start-up, here in the check's own process: it inherits the shell's
+    # limits, as a server started from this shell would (a service manager sets its own).
+    budget = fit_open_files(config.limits.max_connections, config.worker_count())
+    if not budget.fits:
+        who = "a server started from this shell"
+        print(f"warning: {budget.shortfall(config.limits.max_connections, who)}")
     return EXIT_OK
 
 

@@ -49,6 +49,18 @@ class FileBudget:
     def fits(self) -> bool:
         return self.soft is None or self.soft >= self.need
 
+    def shortfall(self, configured: int, who: str = "this process") -> str:
+        """What an operator is told when the limit does not fit `configured` connections, with the fix."""
+        need = self.need
+        hard = "unlimited" if self.hard is None else self.hard
+        return (
+            f"limits.max_connections = {configured} needs {need} open files per process, but {who} "
+            f"may open only {self.soft} (its hard limit is {hard}): serving at most "
+            f"{self.max_connections} connections, the rest get 421 4.7.0 (fix: raise the limit to "
+            f"{need}, e.g. `ulimit -n {need}` in the shell or LimitNOFILE={need} in the systemd unit, "
+            "or lower limits.max_connections)"
+        )
+
 
 def _finite(value: int) -> int | None:
     return None if value == resource.RLIM_INFINITY else value
