@@ -10,7 +10,8 @@ while the `user` command changes the database under them:
 - a session that authenticated before `user del` or `user passwd` loses its authentication at its
   next MAIL: 421 4.7.0 naming why, and the connection is closed (Postfix and Dovecot would let it
   go on, so a stolen password outlived the operator's change in any session kept busy); a session
-  authenticated after the change goes on;
+  authenticated after the change goes on, and so does one whose password is still valid in a
+  users.db put in place of the old one (the same password hashed afresh);
 - 50 CLI runs (add and del of throw-away users, two loops side by side) during the load: every
   one exits 0 with no traceback and no "locked", the load only ever sees 235 and 250, the log
   nothing above INFO, and the AUTH round trip is measured with and without the CLI (printed: -s);
@@ -564,8 +565,14 @@ def test_a_database_put_in_place_of_the_old_one_is_read_at_once(
             stdin=password + "\n",
         )
     on_every_worker(srv, "dave@mx.test", "dave's phrase", 535)
+    # Sessions authenticated before the swap: the new file holds the same passwords, hashed afresh.
+    before_swap = [session_as(srv, spawn.USER, spawn.PASSWORD, mech) for mech in ("PLAIN", "CRAM-MD5")]
     staged.replace(db)
     on_every_worker(srv, "dave@mx.test", "dave's phrase", 235)
+    for smtp in before_swap:
+        with smtp:
+            assert send(smtp, spawn.USER)[0] == 250, "the same password in a new file: the session goes on"
+            assert send(smtp, spawn.USER)[0] == 250
 
     # Removed and made again: the old file's users are gone with it. The load's user too, so the
     # load stops first (its failures would lock 127.0.0.1 out).

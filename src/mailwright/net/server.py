@@ -174,7 +174,10 @@ class SMTPSession:
         self.write_paused = False
         self.handshaking = False  # a TLS handshake is in progress (the task awaits _handshake)
         self.tls_facts: str | None = None
-        self.auth_stamp: str | None = None  # the user's credentials when this session authenticated
+        # What this session authenticated with, kept for _recheck (a PLAIN or LOGIN password stays in
+        # memory while the session lasts), and the user's stored credentials as they were then.
+        self.auth_credentials: Credentials | None = None
+        self.auth_stamp: str | None = None
         # Implicit TLS: the bytes read before start_tls took the transport over (None otherwise).
         self.early: bytes | None = None
         # Transaction
@@ -363,34 +366,16 @@ class SMTPSession:
         if isinstance(event, ev.Hello):
             conn.accept()
         elif isinstance(event, ev.Mail):
-            user = conn.authenticated
-            if user is not None and self.ctx.auth.stamp(user) != self.auth_stamp:
-                # `user del` or `user passwd` since this session's AUTH: the operator's way to shut
-                # out a stolen password, which a session that stays busy would otherwise outlive
-                # (Postfix and Dovecot keep such sessions). 421 rather than a 5xx: a legitimate
-                # client loses no message, it reconnects and authenticates with what is valid now.
-                log.info(
-                    "session of %s from %s closed at MAIL: the user was removed or its password "
-                    "changed since it authenticated",
-                    user,
-                    self.peer_ip,
-                )
-                conn.close_with(R.AUTH_REVOKED)
+            creds = self.auth_credentials
+            # `conn.authenticated` too: a STARTTLS after AUTH (loopback, plaintext AUTH allowed) ends it.
+            if (
+                creds is not None
+                and conn.authenticated
+                and self.ctx.auth.stamp(creds.authcid) != self.auth_stamp
+            ):
+                self._start(self._recheck(event))
                 return
-            reply = check_sender(
-                event.sender,
-                conn.authenticated,
-                must_be_owned=self.ctx.auth.sender_must_be_owned,
-                owns=self.ctx.auth.owns,
-            )
-            if reply is not None:
-                self._log_refusal("MAIL", reply, "" if event.sender is None else str(event.sender), None)
-                conn.reject(reply)
-                return
-            self._drop_transaction()
-            self.sender = "" if event.sender is None else str(event.sender)
-            self.raw_mail_params = event.raw_params
-            conn.accept()
+            self._mail(event)
         elif isinstance(event, ev.Rcpt):
             reply = self.ctx.relay.check_recipient(
                 event.recipient, authenticated=conn.authenticated is not None
@@ -418,6 +403,52 @@ class SMTPSession:
             self._start(self._starttls())
         elif isinstance(event, (ev.Quit, ev.Closing)):
             self._drop_transaction()
+
+    def _mail(self, event: ev.Mail) -> None:
+        conn = self.conn
+        assert conn is not None
+        reply = check_sender(
+            event.sender,
+            conn.authenticated,
+            must_be_owned=self.ctx.auth.sender_must_be_owned,
+            owns=self.ctx.auth.owns,
+        )
+        if reply is not None:
+            self._log_refusal("MAIL", reply, "" if event.sender is None else str(event.sender), None)
+            conn.reject(reply)
+            return
+        self._drop_transaction()
+        self.sender = "" if event.sender is None else str(event.sender)
+        self.raw_mail_params = event.raw_params
+        conn.accept()
+
+    async def _recheck(self, event: ev.Mail) -> None:
+        """The user's stored credentials changed since this session's AUTH: check the session's
+        own against them again. A user removed, or a password changed (`user passwd`), ends the
+        session with 421 at this MAIL: the operator's way to shut out a stolen password, which a
+        session kept busy would otherwise outlive (Postfix and Dovecot keep such sessions). A 421,
+        not a 5xx: a legitimate client loses no message, it reconnects and authenticates with what
+        is valid now. The same password hashed afresh (a users.db rebuilt by configuration
+        management and put in place) passes, and the session goes on."""
+        conn = self.conn
+        credentials = self.auth_credentials
+        assert conn is not None and credentials is not None
+        auth = self.ctx.auth
+        stamp = auth.stamp(credentials.authcid)  # before the check, as in _authenticate
+        ok = stamp is not None and await auth.verify(credentials, self.listener.name)
+        if self.conn is None:
+            return
+        if ok:
+            self.auth_stamp = stamp
+            self._mail(event)
+            return
+        log.info(
+            "session of %s from %s closed at MAIL: the user was removed or its password changed "
+            "since it authenticated",
+            credentials.authcid,
+            self.peer_ip,
+        )
+        conn.close_with(R.AUTH_REVOKED)
 
     def _open_body(self) -> None:
         conn = self.conn
@@ -568,7 +599,7 @@ class SMTPSession:
         if self.conn is None:
             return
         if ok:
-            self.auth_stamp = stamp
+            self.auth_credentials, self.auth_stamp = event.credentials, stamp
             auth.limiter.success(key)
             log.info(
                 "AUTH %s ok for %s from %s",
