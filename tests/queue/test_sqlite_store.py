@@ -696,3 +696,38 @@ def test_the_listing_reads_a_page_at_a_time_and_misses_nothing(tmp_path: Path) -
             await store.close()
 
     asyncio.run(main())
+
+
+def test_the_wal_a_reader_let_grow_is_given_back_once_it_ends(tmp_path: Path) -> None:
+    """A reader that holds a snapshot (an operator's `sqlite3` shell, a backup) keeps every
+    checkpoint from reaching the WAL's start, so the WAL grows with every commit meanwhile: SQLite
+    allows no other way, the reader may need any page. Once it ends, the writer's next
+    auto-checkpoint completes, the next commit starts the WAL over, and `journal_size_limit`
+    cuts the file back: the disk space comes back without a restart or an operator."""
+    limit = sqlite_mod.WAL_SIZE_LIMIT
+    body = body_of(60_000)  # inline (under the 64 KiB spill limit): every commit writes ~15 pages
+    wal = tmp_path / "queue.db-wal"
+
+    async def main() -> tuple[int, int]:
+        store = SQLiteQueueStore(tmp_path)
+        try:
+            await commit_bytes(store, body)
+            reader = sqlite3.connect(tmp_path / "queue.db", isolation_level=None)
+            try:
+                reader.execute("BEGIN")
+                reader.execute("SELECT count(*) FROM messages").fetchone()
+                for _ in range(250):  # ~15 MB of WAL frames, one commit at a time
+                    await commit_bytes(store, body)
+                grown = wal.stat().st_size
+            finally:
+                reader.close()
+            for _ in range(3):  # a checkpoint that completes, then a commit that restarts the WAL
+                await commit_bytes(store, body)
+            return grown, wal.stat().st_size
+        finally:
+            await store.close()
+
+    grown, after = asyncio.run(main())
+    print(f"WAL: {grown} bytes while the reader held its snapshot, {after} after it ended")
+    assert grown > 1.5 * limit, f"the WAL grew to only {grown} bytes while the reader held its snapshot"
+    assert after <= limit, f"{after} bytes of WAL after the reader ended (limit {limit})"
