@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import errno
 import ipaddress
 import logging
@@ -37,8 +38,14 @@ from mailwright.config.schema import BUSY_WAIT, Config, ListenerConfig, unprivil
 from mailwright.limits.auth_failures import AuthFailureLimiter
 from mailwright.limits.connections import ConnectionLimits
 from mailwright.limits.open_files import fit_open_files
+from mailwright.net.cert_checks import certificate_problems
 from mailwright.net.server import AuthBackend, ListenerRuntime, ServerContext, SessionFactory, SMTPSession
-from mailwright.net.tls import ReloadableServerContext, TLSConfigError, ensure_self_signed
+from mailwright.net.tls import (
+    ReloadableServerContext,
+    TLSConfigError,
+    describe_certificate,
+    ensure_self_signed,
+)
 from mailwright.policy.relay import RelayPolicy
 from mailwright.protocol.reply import R
 from mailwright.protocol.sasl import Credentials
@@ -107,6 +114,16 @@ def tls_material(config: Config) -> tuple[Path, Path]:
     return cert, key
 
 
+def announce_certificate(config: Config, cert: Path) -> None:
+    """Log what the server now serves, and a WARNING for each problem its clients will have with it
+    (`net.cert_checks`): once per server, at start-up and after each reload."""
+    facts = describe_certificate(cert)
+    log.info("TLS certificate: %s", facts)
+    now = datetime.datetime.now(datetime.UTC)
+    for problem in certificate_problems(facts, config.hostname, now, generated=config.tls.cert is None):
+        log.warning("%s", problem)
+
+
 class Server:
     """One event loop's SMTP service.  Alone it owns everything (the single-process server); in a
     worker process (`prefork`) the master passes in the bound sockets, the queue channel, the
@@ -140,6 +157,8 @@ class Server:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.tls = ReloadableServerContext(*(self.tls_files or tls_material(cfg)))
+        if self.tls_files is None:  # a worker's master announces it, once for all
+            announce_certificate(cfg, self.tls.cert)
         users = UserStore(cfg.users_db)
         if self.store is None:
             self.store = SQLiteQueueStore(cfg.queue.directory, min_free=cfg.queue.min_free)
@@ -220,6 +239,8 @@ class Server:
         try:
             self.tls.reload()
             log.info("TLS certificate reloaded")
+            if self.tls_files is None:
+                announce_certificate(self.config, self.tls.cert)
         except TLSConfigError as exc:
             log.error("TLS reload failed, keeping the old certificate: %s", exc)
 

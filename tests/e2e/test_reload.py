@@ -5,11 +5,16 @@ process gets SIGHUP, new handshakes (STARTTLS on the MX port and implicit TLS on
 port, RFC 3207 / RFC 8314) verify against the new CA only.  A broken certificate file followed by
 SIGHUP leaves the last good certificate in service and the log says what was wrong.
 
+What the server serves is announced once per server, not once per worker: an INFO line with the
+certificate's facts at start-up and after each reload, and a WARNING for each problem clients will
+have with it (expiring, a name that is not the server's hostname; `net.cert_checks`).
+
 Not covered here: certificate loading rules themselves (tests/net/test_tls.py).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import smtplib
 import socket
@@ -54,10 +59,15 @@ def issuer_of(sock: ssl.SSLSocket) -> str:
     return str(fields["organizationalUnitName"])  # trustme names each CA "Testing CA #<random>"
 
 
-def install_new_cert(srv: spawn.SpawnedServer, tmp: Path) -> Path:
+def install_new_cert(
+    srv: spawn.SpawnedServer,
+    tmp: Path,
+    names: tuple[str, ...] = (spawn.LOCAL_DOMAIN, "localhost", "127.0.0.1"),
+    not_after: dt.datetime | None = None,
+) -> Path:
     """Replace cert.pem/key.pem with a certificate from a fresh CA; returns that CA's file."""
     ca = trustme.CA()
-    cert = ca.issue_cert(spawn.LOCAL_DOMAIN, "localhost", "127.0.0.1")
+    cert = ca.issue_cert(*names, not_after=not_after)
     ca_file = tmp / "new-ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     cert.private_key_pem.write_to_path(str(srv.root / "key.pem"))
@@ -120,3 +130,43 @@ def test_broken_certificate_keeps_the_old_one(
     assert srv.proc is not None and srv.proc.poll() is None
     assert starttls_issuer(srv, good_ca) == issuer
     assert implicit_tls_issuer(srv, good_ca) == issuer
+
+
+def announcements(srv: spawn.SpawnedServer, since: int) -> tuple[list[str], list[str]]:
+    """The log's certificate lines since `since`: (INFO facts lines, WARNING lines)."""
+    with srv.log.open("rb") as f:
+        f.seek(since)
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    return [ln for ln in lines if "TLS certificate: " in ln], [ln for ln in lines if " WARNING " in ln]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_served_certificate_and_its_problems_are_announced_once(
+    make_server: ServerFactory, tmp_path: Path, workers: int
+) -> None:
+    srv = make_server("announce", start=False, workers=workers)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=5, hours=1)
+    install_new_cert(srv, tmp_path, names=("www.other.test",), not_after=soon)
+    srv.start()
+    facts, warnings = announcements(srv, 0)
+    assert len(facts) == 1 and "(DNS:www.other.test)" in facts[0], facts
+    assert len(warnings) == 2, warnings
+    assert f"the TLS certificate expires on {soon:%Y-%m-%d %H:%M} UTC, in 5 days" in warnings[0]
+    assert "does not name this server's hostname mx.test (its names: DNS:www.other.test)" in warnings[1]
+
+    # A good certificate: announced once, after every worker has it, with nothing to warn about.
+    good_ca = install_new_cert(srv, tmp_path)
+    mark = log_size(srv)
+    hup(srv)
+    wait_for_log(srv, "TLS certificate reloaded", since=mark, count=srv.workers)
+    facts, warnings = announcements(srv, mark)
+    assert len(facts) == 1 and "(DNS:mx.test, DNS:localhost, IP:127.0.0.1)" in facts[0], facts
+    assert warnings == []
+
+    # A file that does not load: each worker says so and keeps the old one; nothing is announced.
+    (srv.root / "cert.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n")
+    mark = log_size(srv)
+    hup(srv)
+    wait_for_log(srv, "TLS reload failed", since=mark, count=srv.workers)
+    assert announcements(srv, mark)[0] == []
+    assert starttls_issuer(srv, good_ca)

@@ -1,10 +1,12 @@
 """`mailwright config check` and `mailwright config show`.
 
 ``config check [--config PATH]`` validates a configuration file (or the built-in defaults) and
-prints ``OK: <listeners>`` plus any warnings (exit 0), among them an open-file limit that the
-server could not raise to what ``limits.max_connections`` needs, or every problem as
-``file:line: key = value: what is wrong (fix: ...)`` (exit 2).  ``config show`` prints the
-effective configuration, defaults filled in, as TOML that `load` reads back unchanged.
+prints ``OK: <listeners>``, the served certificate, and any warnings (exit 0), among them the
+certificate's problems (`net.cert_checks`) and an open-file limit that the server could not raise
+to what ``limits.max_connections`` needs; or every problem as
+``file:line: key = value: what is wrong (fix: ...)``, or a certificate and key that do not load
+(exit 2).  ``config show`` prints the effective configuration, defaults filled in, as TOML that
+`load` reads back unchanged.
 
 Invariants: handlers return an exit code and never let a traceback reach the user for a
 configuration problem; output for people goes to stdout, problems to stderr.
@@ -16,12 +18,15 @@ argument parser and its global options (`mailwright.cli.main`).
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 from pathlib import Path
 
 from mailwright.config.loader import ConfigError, load, toml_value
 from mailwright.config.schema import Config, check_warnings
 from mailwright.limits.open_files import fit_open_files
+from mailwright.net.cert_checks import certificate_problems
+from mailwright.net.tls import TLSConfigError, describe_certificate, server_context
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -95,8 +100,30 @@ def run_check(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     origin = str(config.source) if config.source else "built-in defaults"
+    # The certificate and key are loaded as the server will load them (as `nginx -t` does), so a
+    # key of another certificate or a file that is no PEM is found before a start fails on it.
+    tls = config.tls
+    if tls.cert is not None and tls.key is not None:
+        try:
+            server_context(tls.cert, tls.key)
+            facts = describe_certificate(tls.cert)
+        except TLSConfigError as exc:
+            print(f"{origin}: [tls]: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     listeners = ", ".join(lc.describe() for lc in config.listeners)
     print(f"OK: {origin}: {listeners}")
+    if tls.cert is not None and tls.key is not None:
+        print(f"TLS certificate: {facts}")
+        now = datetime.datetime.now(datetime.UTC)
+        for problem in certificate_problems(facts, config.hostname, now):
+            print(f"warning: {problem}")
+    else:
+        print(
+            "warning: no [tls] cert and key: the server serves a self-signed certificate it makes "
+            f"under {config.state_dir / 'tls'}, which clients that verify certificates (submission "
+            "clients by default) refuse (fix: set [tls] cert and key, e.g. to Let's Encrypt's "
+            "fullchain.pem and privkey.pem)"
+        )
     for warning in check_warnings(config):
         print(f"warning: {warning}")
     # What the server does at start-up, here in the check's own process: it inherits the shell's

@@ -54,7 +54,7 @@ import uvloop
 from mailwright.build_info import build_kind
 from mailwright.config.schema import Config, ListenerConfig, unprivileged_note
 from mailwright.limits.connections import ConnectionLimits, ConnectionTable
-from mailwright.net.tls import ReloadableServerContext
+from mailwright.net.tls import ReloadableServerContext, TLSConfigError, server_context
 from mailwright.prefork import wire
 from mailwright.prefork.worker import MasterLink, RelayedAuthLimiter, RemoteQueueStore
 from mailwright.queue.commit_log import CommitLog
@@ -145,7 +145,7 @@ class Master:
     # -- start-up (before any fork) -------------------------------------------------------------
 
     def prepare(self) -> None:
-        from mailwright.app import LISTEN_BACKLOG, tls_material
+        from mailwright.app import LISTEN_BACKLOG, announce_certificate, tls_material
 
         # Signals are caught from here on (a SIGHUP during start-up must not kill the server); they
         # are acted on by the loop in run().
@@ -157,6 +157,7 @@ class Master:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.cert, self.key = tls_material(cfg)
         ReloadableServerContext(self.cert, self.key)  # fail now, once, on a bad certificate
+        announce_certificate(cfg, self.cert)
         UserStore(cfg.users_db)  # create or check it once, here
         note = unprivileged_note(cfg)
         if note:
@@ -420,6 +421,17 @@ class Master:
             handle.channel.close()
             handle.channel = None
 
+    def _announce_certificate(self) -> None:
+        """What the workers will serve after a reload, said once here rather than by each of them;
+        a file they cannot load is reported by each worker, which keeps its old certificate."""
+        from mailwright.app import announce_certificate
+
+        try:
+            server_context(self.cert, self.key)
+            announce_certificate(self.config, self.cert)
+        except TLSConfigError:
+            pass
+
     def _handle_signals(self) -> None:
         signals, self.signals = self.signals, []
         for signum in signals:
@@ -427,6 +439,7 @@ class Master:
                 self._reap()
             elif signum == signal.SIGHUP:
                 log.info("reloading the TLS certificate in every worker")
+                self._announce_certificate()
                 for handle in self.workers.values():
                     if handle.ready:
                         with contextlib.suppress(ProcessLookupError):
