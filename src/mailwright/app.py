@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime
 import errno
 import ipaddress
 import logging
@@ -26,6 +25,7 @@ import os
 import signal
 import socket
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,12 +38,11 @@ from mailwright.config.schema import BUSY_WAIT, Config, ListenerConfig, unprivil
 from mailwright.limits.auth_failures import AuthFailureLimiter
 from mailwright.limits.connections import ConnectionLimits
 from mailwright.limits.open_files import fit_open_files
-from mailwright.net.cert_checks import certificate_problems
+from mailwright.net.cert_watch import CertificateWatch
 from mailwright.net.server import AuthBackend, ListenerRuntime, ServerContext, SessionFactory, SMTPSession
 from mailwright.net.tls import (
     ReloadableServerContext,
     TLSConfigError,
-    describe_certificate,
     ensure_self_signed,
 )
 from mailwright.policy.relay import RelayPolicy
@@ -114,16 +113,6 @@ def tls_material(config: Config) -> tuple[Path, Path]:
     return cert, key
 
 
-def announce_certificate(config: Config, cert: Path) -> None:
-    """Log what the server now serves, and a WARNING for each problem its clients will have with it
-    (`net.cert_checks`): once per server, at start-up and after each reload."""
-    facts = describe_certificate(cert)
-    log.info("TLS certificate: %s", facts)
-    now = datetime.datetime.now(datetime.UTC)
-    for problem in certificate_problems(facts, config.hostname, now, generated=config.tls.cert is None):
-        log.warning("%s", problem)
-
-
 class Server:
     """One event loop's SMTP service.  Alone it owns everything (the single-process server); in a
     worker process (`prefork`) the master passes in the bound sockets, the queue channel, the
@@ -152,13 +141,17 @@ class Server:
         self.announce = announce
         self.ctx: ServerContext | None = None
         self.sweeper: asyncio.Future[None] | None = None
+        # The single process watches its certificate; a worker's master does it for all of them.
+        self.cert_watch: CertificateWatch | None = None
+        self.cert_timer: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.tls = ReloadableServerContext(*(self.tls_files or tls_material(cfg)))
-        if self.tls_files is None:  # a worker's master announces it, once for all
-            announce_certificate(cfg, self.tls.cert)
+        if self.tls_files is None:
+            self.cert_watch = CertificateWatch(cfg.hostname, generated=cfg.tls.cert is None)
+            self._watch_certificate()
         users = UserStore(cfg.users_db)
         if self.store is None:
             self.store = SQLiteQueueStore(cfg.queue.directory, min_free=cfg.queue.min_free)
@@ -239,14 +232,31 @@ class Server:
         try:
             self.tls.reload()
             log.info("TLS certificate reloaded")
-            if self.tls_files is None:
-                announce_certificate(self.config, self.tls.cert)
+            self._watch_certificate()
         except TLSConfigError as exc:
             log.error("TLS reload failed, keeping the old certificate: %s", exc)
 
+    def _watch_certificate(self) -> None:
+        """Announce the certificate just loaded, and look at it again whenever the watch says."""
+        watch, tls = self.cert_watch, self.tls
+        if watch is None or tls is None:
+            return
+        watch.announce(tls.cert)
+        if self.cert_timer is not None:
+            self.cert_timer.cancel()
+
+        async def again() -> None:
+            while True:
+                await asyncio.sleep(max(0.0, watch.due - time.monotonic()))
+                if time.monotonic() >= watch.due:
+                    watch.check()
+
+        self.cert_timer = asyncio.ensure_future(again())
+
     async def stop(self) -> None:
-        if self.sweeper is not None:
-            self.sweeper.cancel()
+        for task in (self.sweeper, self.cert_timer):
+            if task is not None:
+                task.cancel()
         for server in self.servers:
             server.close()
         ctx = self.ctx

@@ -19,6 +19,7 @@ import signal
 import smtplib
 import socket
 import ssl
+import time
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,35 @@ def test_the_served_certificate_and_its_problems_are_announced_once(
     wait_for_log(srv, "TLS reload failed", since=mark, count=srv.workers)
     assert announcements(srv, mark)[0] == []
     assert starttls_issuer(srv, good_ca)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_certificate_entering_its_last_14_days_is_warned_of_while_the_server_runs(
+    make_server: ServerFactory, tmp_path: Path, workers: int
+) -> None:
+    """A renewal that failed shows on a server started long ago: the warning comes when the
+    certificate enters its last 14 days, not only at the next start (here 4 s after the start)."""
+    srv = make_server("window", start=False, workers=workers)
+    threshold = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=4)
+    install_new_cert(srv, tmp_path, not_after=threshold + dt.timedelta(days=14))
+    srv.start()
+    facts, warnings = announcements(srv, 0)
+    assert len(facts) == 1 and warnings == [], (facts, warnings)
+    line = wait_for_log(srv, "the TLS certificate expires on ", timeout=15)
+    assert ", in 13 days: its renewal has not happened" in line, line
+    assert dt.datetime.now(dt.UTC) >= threshold, "warned before the certificate's last 14 days began"
+    time.sleep(1)
+    assert len(announcements(srv, 0)[1]) == 1, "one warning, from one process"
+
+
+def test_a_certificate_that_expires_while_the_server_runs_is_said_to_have_expired(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    srv = make_server("expiry", start=False, workers=2)
+    ends = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=6)
+    install_new_cert(srv, tmp_path, not_after=ends)
+    srv.start()
+    assert ", in 0 days: its renewal has not happened" in announcements(srv, 0)[1][0]
+    line = wait_for_log(srv, "the TLS certificate expired on ", timeout=15)
+    assert f"expired on {ends:%Y-%m-%d %H:%M} UTC: every client that verifies certificates refuses" in line
+    assert dt.datetime.now(dt.UTC) >= ends

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from mailwright.net.cert_checks import certificate_problems, names_hostname
+from mailwright.net.cert_checks import certificate_problems, names_hostname, next_check
 from mailwright.net.tls import CertificateFacts, describe_certificate, ensure_self_signed
 
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
@@ -107,3 +107,20 @@ def test_several_problems_each_get_a_line(tmp_path: Path) -> None:
     assert len(lines) == 2, lines
     assert lines[0].startswith("the TLS certificate expired on 2026-12-06 12:00 UTC: "), lines[0]
     assert lines[1].startswith("the TLS certificate does not name this server's hostname "), lines[1]
+
+
+@pytest.mark.parametrize(
+    ("days", "wait"),
+    [
+        ((-30, 60), dt.timedelta(days=1)),  # nothing changes soon: the daily look
+        ((-30, 14.5), dt.timedelta(hours=12, seconds=1)),  # it enters its last 14 days
+        ((-30, 3), dt.timedelta(days=1)),  # inside them: said again daily
+        ((-30, 0.25), dt.timedelta(hours=6, seconds=1)),  # until it expires
+        ((0.5, 90), dt.timedelta(hours=12, seconds=1)),  # it becomes valid
+        ((-90, -2), dt.timedelta(days=1)),  # expired: daily
+    ],
+)
+def test_the_next_check_comes_just_after_the_problems_change(
+    tmp_path: Path, days: tuple[float, float], wait: dt.timedelta
+) -> None:
+    assert next_check(facts_of(tmp_path, "mx.example.test", days=days), NOW) == wait

@@ -13,7 +13,8 @@ its consequence and the fix:
 - self-signed, when it was configured rather than generated (a generated one is announced by
   the caller): no client that verifies trusts it.
 
-The server logs the facts and these lines at start-up and on every reload (SIGHUP), and
+The server logs the facts and these lines at start-up and on every reload (SIGHUP), the lines
+again when they change or once a day while there are any (`next_check`, `net.cert_watch`), and
 `config check` prints them, as `nginx -t` loads the certificates it names.
 
 Not responsible for: loading the files or matching the key (`tls.server_context`, whose errors
@@ -31,6 +32,8 @@ import idna
 from mailwright.net.tls import CertificateFacts
 
 EXPIRY_WARNING: Final = dt.timedelta(days=14)
+REMINDER: Final = dt.timedelta(days=1)  # how often problems are said again while they last
+_PAST: Final = dt.timedelta(seconds=1)  # checks land just past a boundary, never on it
 
 
 def _matches(pattern: str, hostname: str) -> bool:
@@ -102,3 +105,11 @@ def certificate_problems(
             "from a CA, e.g. Let's Encrypt)"
         )
     return out
+
+
+def next_check(facts: CertificateFacts, now: dt.datetime) -> dt.timedelta:
+    """How long until the certificate's problems next change (it becomes valid, enters the last
+    `EXPIRY_WARNING`, expires), or `REMINDER` if that is sooner: a server that runs for months
+    says so when its certificate's renewal has failed, not only when it was last started."""
+    moments = (facts.not_before, facts.not_after - EXPIRY_WARNING, facts.not_after)
+    return min([REMINDER, *(m - now + _PAST for m in moments if m + _PAST > now)])

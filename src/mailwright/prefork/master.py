@@ -54,6 +54,7 @@ import uvloop
 from mailwright.build_info import build_kind
 from mailwright.config.schema import Config, ListenerConfig, unprivileged_note
 from mailwright.limits.connections import ConnectionLimits, ConnectionTable
+from mailwright.net.cert_watch import CertificateWatch
 from mailwright.net.tls import ReloadableServerContext, TLSConfigError, server_context
 from mailwright.prefork import wire
 from mailwright.prefork.worker import MasterLink, RelayedAuthLimiter, RemoteQueueStore
@@ -141,11 +142,12 @@ class Master:
         self._wake_r = self._wake_w = -1  # the signal wake-up pipe, made by prepare()
         self.commit_log = CommitLog()
         self.last_batch = 0  # messages the last turn committed (0: it read none); over one means load
+        self.cert_watch = CertificateWatch(config.hostname, generated=False)  # set up by prepare()
 
     # -- start-up (before any fork) -------------------------------------------------------------
 
     def prepare(self) -> None:
-        from mailwright.app import LISTEN_BACKLOG, announce_certificate, tls_material
+        from mailwright.app import LISTEN_BACKLOG, tls_material
 
         # Signals are caught from here on (a SIGHUP during start-up must not kill the server); they
         # are acted on by the loop in run().
@@ -157,7 +159,8 @@ class Master:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.cert, self.key = tls_material(cfg)
         ReloadableServerContext(self.cert, self.key)  # fail now, once, on a bad certificate
-        announce_certificate(cfg, self.cert)
+        self.cert_watch.generated = cfg.tls.cert is None
+        self.cert_watch.announce(self.cert)
         UserStore(cfg.users_db)  # create or check it once, here
         note = unprivileged_note(cfg)
         if note:
@@ -289,6 +292,8 @@ class Master:
         log_due = self.commit_log.due()
         if log_due is not None:
             times.append(log_due)
+        if self.cert_watch.due != math.inf:
+            times.append(self.cert_watch.due)
         return max(0.0, min(times) - now) if times else None
 
     def _turn(self) -> None:
@@ -324,6 +329,8 @@ class Master:
         self.commit_log.flush_due(now)
         self._handle_signals()
         self._restart_due()
+        if now >= self.cert_watch.due:
+            self.cert_watch.check()
         if self.stopping and self.workers and time.monotonic() >= self.stop_deadline:
             for pid in self.workers:
                 log.error(
@@ -424,11 +431,9 @@ class Master:
     def _announce_certificate(self) -> None:
         """What the workers will serve after a reload, said once here rather than by each of them;
         a file they cannot load is reported by each worker, which keeps its old certificate."""
-        from mailwright.app import announce_certificate
-
         try:
             server_context(self.cert, self.key)
-            announce_certificate(self.config, self.cert)
+            self.cert_watch.announce(self.cert)
         except TLSConfigError:
             pass
 
