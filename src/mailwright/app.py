@@ -40,11 +40,7 @@ from mailwright.limits.connections import ConnectionLimits
 from mailwright.limits.open_files import fit_open_files
 from mailwright.net.cert_watch import CertificateWatch
 from mailwright.net.server import AuthBackend, ListenerRuntime, ServerContext, SessionFactory, SMTPSession
-from mailwright.net.tls import (
-    ReloadableServerContext,
-    TLSConfigError,
-    ensure_self_signed,
-)
+from mailwright.net.tls import ReloadableServerContext, TLSConfigError, ensure_self_signed
 from mailwright.policy.relay import RelayPolicy
 from mailwright.protocol.reply import R
 from mailwright.protocol.sasl import Credentials

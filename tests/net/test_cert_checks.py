@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import math
+import time
 from pathlib import Path
 
 import pytest
 import trustme
 
 from mailwright.net.cert_checks import certificate_problems, names_hostname, next_check
+from mailwright.net.cert_watch import CertificateWatch
 from mailwright.net.tls import CertificateFacts, describe_certificate, ensure_self_signed
 
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
@@ -124,3 +128,28 @@ def test_the_next_check_comes_just_after_the_problems_change(
     tmp_path: Path, days: tuple[float, float], wait: dt.timedelta
 ) -> None:
     assert next_check(facts_of(tmp_path, "mx.example.test", days=days), NOW) == wait
+
+
+def test_a_watch_says_what_it_cannot_describe_and_waits_for_the_next_certificate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file was replaced again after it was loaded: the server serves on, says so, and
+    schedules nothing until a certificate it can describe is announced."""
+    watch = CertificateWatch("mx.example.test", generated=False)
+    broken = tmp_path / "cert.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n")
+    with caplog.at_level(logging.INFO, logger="mailwright"):
+        watch.announce(broken)
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert (
+        "cannot be described" in caplog.records[0].getMessage()
+        and "cert.pem" in caplog.records[0].getMessage()
+    )
+    assert watch.due == math.inf
+    caplog.clear()
+    leaf = trustme.CA().issue_cert("mx.example.test")
+    leaf.cert_chain_pems[0].write_to_path(str(broken))
+    with caplog.at_level(logging.INFO, logger="mailwright"):
+        watch.announce(broken)
+    assert [r.levelname for r in caplog.records] == ["INFO"]
+    assert 0 < watch.due - time.monotonic() <= 86_401

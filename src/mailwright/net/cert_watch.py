@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from mailwright.net.cert_checks import certificate_problems, next_check
-from mailwright.net.tls import CertificateFacts, describe_certificate
+from mailwright.net.tls import CertificateFacts, TLSConfigError, describe_certificate
 
 log = logging.getLogger("mailwright")
 
@@ -37,8 +37,13 @@ class CertificateWatch:
         self.due = math.inf  # nothing to look at until a certificate is announced
 
     def announce(self, cert: Path) -> None:
-        """`cert` is served from now on. Raises `TLSConfigError` for a file that does not parse."""
-        self.facts = describe_certificate(cert)
+        """`cert` is served from now on (its loader has accepted it)."""
+        try:
+            self.facts = describe_certificate(cert)
+        except TLSConfigError as exc:  # replaced again since it was loaded: say so, serve on
+            log.warning("the TLS certificate now served cannot be described: %s", exc)
+            self.facts, self.due = None, math.inf
+            return
         log.info("TLS certificate: %s", self.facts)
         self.check()
 

@@ -593,7 +593,7 @@ class SMTPSession:
             log.info("AUTH refused from %s: locked out after repeated failures", self.peer_ip)
             conn.reject(locked)
             return
-        # Read before the check: a change that races it then revokes this session, never the reverse.
+        # Read before the check: a change that races it makes the next MAIL check again (_recheck).
         stamp = auth.stamp(event.credentials.authcid)
         ok = await auth.verify(event.credentials, self.listener.name)
         if self.conn is None:

@@ -142,7 +142,7 @@ class Master:
         self._wake_r = self._wake_w = -1  # the signal wake-up pipe, made by prepare()
         self.commit_log = CommitLog()
         self.last_batch = 0  # messages the last turn committed (0: it read none); over one means load
-        self.cert_watch = CertificateWatch(config.hostname, generated=False)  # set up by prepare()
+        self.cert_watch = CertificateWatch(config.hostname, generated=config.tls.cert is None)
 
     # -- start-up (before any fork) -------------------------------------------------------------
 
@@ -159,7 +159,6 @@ class Master:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.cert, self.key = tls_material(cfg)
         ReloadableServerContext(self.cert, self.key)  # fail now, once, on a bad certificate
-        self.cert_watch.generated = cfg.tls.cert is None
         self.cert_watch.announce(self.cert)
         UserStore(cfg.users_db)  # create or check it once, here
         note = unprivileged_note(cfg)
