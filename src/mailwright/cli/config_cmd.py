@@ -102,7 +102,7 @@ def run_check(args: argparse.Namespace) -> int:
     origin = str(config.source) if config.source else "built-in defaults"
     # The certificate and key are loaded as the server will load them (as `nginx -t` does), so a
     # key of another certificate or a file that is no PEM is found before a start fails on it.
-    tls = config.tls
+    tls, facts = config.tls, None
     if tls.cert is not None and tls.key is not None:
         try:
             server_context(tls.cert, tls.key)
@@ -112,7 +112,7 @@ def run_check(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
     listeners = ", ".join(lc.describe() for lc in config.listeners)
     print(f"OK: {origin}: {listeners}")
-    if tls.cert is not None and tls.key is not None:
+    if facts is not None:
         print(f"TLS certificate: {facts}")
         now = datetime.datetime.now(datetime.UTC)
         for problem in certificate_problems(facts, config.hostname, now):

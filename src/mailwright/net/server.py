@@ -367,12 +367,7 @@ class SMTPSession:
             conn.accept()
         elif isinstance(event, ev.Mail):
             creds = self.auth_credentials
-            # `conn.authenticated` too: a STARTTLS after AUTH (loopback, plaintext AUTH allowed) ends it.
-            if (
-                creds is not None
-                and conn.authenticated
-                and self.ctx.auth.stamp(creds.authcid) != self.auth_stamp
-            ):
+            if creds is not None and self.ctx.auth.stamp(creds.authcid) != self.auth_stamp:
                 self._start(self._recheck(event))
                 return
             self._mail(event)
@@ -625,6 +620,9 @@ class SMTPSession:
             return
         if await self._handshake(transport, context):
             conn.tls_started()
+            # The engine ends the authentication (a STARTTLS after AUTH: loopback, plaintext AUTH
+            # allowed); so does the session, or _recheck would judge credentials no longer in use.
+            self.auth_credentials = self.auth_stamp = None
 
     async def _handshake(self, transport: asyncio.Transport, context: ssl.SSLContext) -> bool:
         """The server side of a TLS handshake on `transport`, for STARTTLS and implicit TLS alike:
