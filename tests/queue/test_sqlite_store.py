@@ -731,3 +731,19 @@ def test_the_wal_a_reader_let_grow_is_given_back_once_it_ends(tmp_path: Path) ->
     print(f"WAL: {grown} bytes while the reader held its snapshot, {after} after it ended")
     assert grown > 1.5 * limit, f"the WAL grew to only {grown} bytes while the reader held its snapshot"
     assert after <= limit, f"{after} bytes of WAL after the reader ended (limit {limit})"
+
+
+def test_the_queue_directory_is_private(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Mail is nobody else's to read: a new queue directory is made 0700, and one that others could
+    enter (made by an older build, which left queue.db 0644 in a 0755 directory) is made so."""
+    fresh = SQLiteQueueStore(tmp_path / "new")
+    fresh.close_writer_role()
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
+    old = tmp_path / "old"
+    old.mkdir(mode=0o755)
+    old.chmod(0o755)
+    with caplog.at_level(logging.INFO, logger="mailwright.queue.sqlite"):
+        store = SQLiteQueueStore(old)
+        store.close_writer_role()
+    assert old.stat().st_mode & 0o777 == 0o700
+    assert f"queue directory {old}: mode 755 -> 700" in caplog.text

@@ -1,7 +1,9 @@
 """The embedded queue store: SQLite (WAL, synchronous=FULL) with group commit from one writer thread.
 
 Layout of `directory`: `queue.db` (+ `-wal`, `-shm`), `spool/` for bodies larger than `inline_limit`,
-and `queue.lock`, an flock held by the one process that writes (the server).
+and `queue.lock`, an flock held by the one process that writes (the server). The directory is the
+writer's alone (mode 0700, as Postfix keeps its queue directories): the mail in it is nobody
+else's to read, whatever the files' own modes; the writer makes an existing one so at start-up.
 
 How a message becomes durable:
 - `open_message()` returns a `SpoolWriter` (see `spool`): small bodies stay in memory, larger ones
@@ -223,6 +225,15 @@ class SQLiteQueueStore:
 
     # -- setup ---------------------------------------------------------------------------------
 
+    def _make_private(self) -> None:
+        """Mode 0700 for a queue directory that others could enter (made by an older build, or by
+        hand): otherwise every local user could read the queued mail in queue.db (0644)."""
+        st = os.stat(self.directory)
+        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            os.chmod(self.directory, 0o700)
+            log.info("queue directory %s: mode %o -> 700, so that only this server reads the mail in it",
+                     self.directory, st.st_mode & 0o777)  # fmt: skip
+
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -236,7 +247,7 @@ class SQLiteQueueStore:
         return conn
 
     def _start_writer_role(self, thread: bool) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.directory / "queue.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -244,6 +255,7 @@ class SQLiteQueueStore:
             os.close(fd)
             raise QueueLocked(f"queue directory {self.directory} is in use by another process") from None
         self._lock_fd = fd
+        self._make_private()
         try:
             self.spool.create()
             try:
