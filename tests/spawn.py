@@ -47,6 +47,7 @@ class SpawnedServer:
     config: Path
     workers: int = 1
     proc: subprocess.Popen[bytes] | None = None
+    python: str = sys.executable  # the interpreter that runs the server and the CLI
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -58,7 +59,7 @@ class SpawnedServer:
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "mailwright.cli.main", "--config", str(self.config), *args],
+            [self.python, "-m", "mailwright.cli.main", "--config", str(self.config), *args],
             input=stdin,
             capture_output=True,
             text=True,
@@ -81,7 +82,7 @@ class SpawnedServer:
         mark = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mailwright.cli.main", "--config", str(self.config), "serve"],
+                [self.python, "-m", "mailwright.cli.main", "--config", str(self.config), "serve"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -136,7 +137,7 @@ class SpawnedServer:
     def body(self, queue_id: str) -> bytes:
         res = subprocess.run(
             [
-                sys.executable,
+                self.python,
                 "-m",
                 "mailwright.cli.main",
                 "--config",
@@ -178,6 +179,7 @@ def make_server(
     limits: str = "",
     queue_dir: Path | None = None,
     workers: int = DEFAULT_WORKERS,
+    python: str = sys.executable,
 ) -> SpawnedServer:
     """Write config, certificate and user for a server under `root` (not started)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -237,7 +239,7 @@ max_connections_per_ip = 15000
 {limits}
 {queue_line}"""
     )
-    server = SpawnedServer(root, ca_file, ports, config, workers)
+    server = SpawnedServer(root, ca_file, ports, config, workers, python=python)
     res = server.cli("user", "add", USER, "--cram-md5", "--password-stdin", stdin=PASSWORD + "\n")
     assert res.returncode == 0, res.stderr
     return server

@@ -60,7 +60,7 @@ def test_an_unresolvable_listener_address_is_named_with_a_fix(
     )
     cfg = dataclasses.replace(config, listeners=listeners, workers=2)
 
-    def no_such_name(config: object, workers: int) -> int:
+    def no_such_name(config: object, workers: int, sockets: object = None) -> int:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(master, "run_master", no_such_name)

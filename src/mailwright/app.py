@@ -1,7 +1,9 @@
 """Wiring: builds the server's parts from a `Config` and runs them.  No global registry.
 
 Start-up order: state directory, TLS material (a self-signed certificate is generated on
-first start when none is configured, with a warning), user store, queue store, listeners.
+first start when none is configured, with a warning), user store, queue store, listeners; started
+as root with `user` set, the listeners are bound first and root is given up before the rest
+(`_give_up_root`, `mailwright.privileges`), so that everything after runs and creates as that user.
 Signals: SIGHUP reloads the TLS certificate and key (new handshakes use them; a bad file
 keeps the old one and says why); SIGTERM/SIGINT stop accepting, tell open sessions 421 (a
 session with a commit in flight gets its 250 first; a STARTTLS handshake still in progress is
@@ -34,7 +36,14 @@ import uvloop
 
 from mailwright import log_format
 from mailwright.build_info import build_kind
-from mailwright.config.schema import BUSY_WAIT, Config, ListenerConfig, unprivileged_note
+from mailwright.config.schema import (
+    BUSY_WAIT,
+    Config,
+    ListenerConfig,
+    root_note,
+    running_as_root,
+    unprivileged_note,
+)
 from mailwright.limits.auth_failures import AuthFailureLimiter
 from mailwright.limits.connections import ConnectionLimits
 from mailwright.limits.open_files import fit_open_files
@@ -42,6 +51,7 @@ from mailwright.net.cert_watch import CertificateWatch
 from mailwright.net.server import AuthBackend, ListenerRuntime, ServerContext, SessionFactory, SMTPSession
 from mailwright.net.tls import ReloadableServerContext, TLSConfigError, ensure_self_signed
 from mailwright.policy.relay import RelayPolicy
+from mailwright.privileges import PrivilegeError, RunAs, code_directories, drop, hand_over
 from mailwright.protocol.reply import R
 from mailwright.protocol.sasl import Credentials
 from mailwright.protocol.server import ServerSettings
@@ -179,6 +189,8 @@ class Server:
         note = unprivileged_note(cfg)
         if note and self.announce:
             log.warning("%s", note)
+        if self.announce:
+            announce_privileges(cfg)
         for index, lc in enumerate(cfg.listeners):
             implicit = lc.role == "submissions"
             runtime = ListenerRuntime(
@@ -307,8 +319,8 @@ def _close_when_idle(session: SMTPSession, hooked: set[asyncio.Future[Any]]) -> 
         task.add_done_callback(answered)
 
 
-async def serve(config: Config) -> None:
-    server = Server(config)
+async def serve(config: Config, sockets: list[list[socket.socket]] | None = None) -> None:
+    server = Server(config, sockets=sockets)
     await server.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -376,19 +388,71 @@ def _fit_open_files(config: Config, workers: int) -> Config:
     return dataclasses.replace(config, limits=fitted)
 
 
+def announce_privileges(config: Config) -> None:
+    """Started as root without `user`: a WARNING once other hosts can connect, else an INFO line."""
+    note = root_note(config)
+    if note:
+        log.warning("%s", note)
+    elif running_as_root() and config.user is None:
+        log.info(
+            'running as root, every listener on loopback: set user = "mailwright" (an unprivileged '
+            "user) before listening on other addresses"
+        )
+
+
+def _give_up_root(config: Config) -> list[list[socket.socket]] | None:
+    """Started as root with `user` set: bind the listeners, give the state to the user and become
+    it (see `privileges`); the bound sockets, or None when nothing was bound here."""
+    root = running_as_root()
+    if config.user is None:
+        return None  # what that means is said by `announce_privileges`, with the other start-up notes
+    run_as = RunAs.lookup(config.user)
+    if not root:
+        if os.geteuid() == run_as.uid:
+            return None  # started as that user already (systemd's User=, say)
+        raise PrivilegeError(
+            f"started as uid {os.geteuid()}, not root: cannot become user {run_as.name}",
+            f"start it as root (it gives up root once its ports are bound) or as {run_as.name}, "
+            "or remove user from the configuration",
+        )
+    from mailwright.prefork.master import bind_listener
+
+    sockets: list[list[socket.socket]] = []
+    try:
+        for lc in config.listeners:
+            sockets.append(bind_listener(lc, LISTEN_BACKLOG))
+        changed = hand_over(run_as, config.state_dir, config.queue.directory)
+        drop(run_as, code_directories())
+    except BaseException:
+        for group in sockets:
+            for sock in group:
+                sock.close()
+        raise
+    if changed:
+        log.info(
+            "gave %d file(s) of the state to user %s, the first %s", len(changed), run_as.name, changed[0]
+        )
+    log.info("running as user %s (uid %d, gid %d); ports bound as root", run_as.name, run_as.uid, run_as.gid)
+    return sockets
+
+
 def run(config: Config) -> int:
     """Run the server until a signal stops it: one uvloop process, or a master and its workers."""
     workers = config.worker_count()
     log_format.configure(os.environ.get("MAILWRIGHT_LOG", "INFO"), with_pid=workers > 1)
     config = _fit_open_files(config, workers)
     try:
+        sockets = _give_up_root(config)
         if workers > 1:
             from mailwright.prefork.master import run_master
 
-            code = run_master(config, workers)
+            code = run_master(config, workers, sockets)
             _ignore_late_signals()
             return code
-        uvloop.run(serve(config))
+        uvloop.run(serve(config, sockets))
+    except PrivilegeError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
     except TLSConfigError as exc:
         log.error("%s", exc)
         return 2

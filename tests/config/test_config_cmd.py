@@ -162,6 +162,16 @@ def test_show_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert again.state_dir == tmp_path / "state"
 
 
+def test_show_round_trips_the_user(tmp_path: Path) -> None:
+    path = tmp_path / "mailwright.toml"
+    path.write_text('user = "nobody"\n')
+    text = config_cmd.render(load(path))
+    assert 'user = "nobody"' in text
+    shown = tmp_path / "shown.toml"
+    shown.write_text(text)
+    assert load(shown).user == "nobody"
+
+
 def test_show_renders_tls_and_escapes(tmp_path: Path) -> None:
     (tmp_path / 'we"ird.pem').write_text("x")
     (tmp_path / "key.pem").write_text("x")

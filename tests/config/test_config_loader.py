@@ -77,7 +77,11 @@ def test_documented_example_loads(tmp_path: Path) -> None:
     (tmp_path / "privkey.pem").write_text("key")
     text = _docstring_example().replace("/etc/mailwright/", f"{tmp_path}/")
     assert "[[listeners]]" in text and "[limits]" in text
+    # The account must exist where the file is loaded; nobody is on every Debian system.
+    assert 'user = "mailwright"' in text
+    text = text.replace('user = "mailwright"', 'user = "nobody"')
     config = load(write(tmp_path, text), env={}, is_root=True)
+    assert config.user == "nobody"
     assert config.hostname == "mail.example.org"
     assert config.local_domains == ("example.org",) and config.relay_domains == ("example.net",)
     assert config.listeners == (
@@ -316,7 +320,7 @@ def test_warnings(tmp_path: Path) -> None:
     assert "port 587 is privileged" in warnings
     assert "RFC 5321 4.5.3.1.8" in warnings and "4.5.3.2.7" in warnings
     assert config.limits.command_timeout == 30.0 and isinstance(config.limits.command_timeout, float)
-    assert "privileged" not in "\n".join(check_warnings(config, is_root=True))
+    assert "is privileged" not in "\n".join(check_warnings(config, is_root=True))
 
 
 def test_stop_timeout_is_read_checked_and_warned_about(tmp_path: Path) -> None:
@@ -477,3 +481,32 @@ def test_a_config_from_a_pipe_is_read(tmp_path: Path) -> None:
         assert load(fifo, env={}).hostname == "mx.example.org"
     finally:
         writer.join(5)
+
+
+def test_user_names_an_existing_unprivileged_account(tmp_path: Path) -> None:
+    path = write(tmp_path, 'user = "nobody"\n')
+    config = load(path, env={"HOME": str(tmp_path)})
+    assert config.user == "nobody"
+    assert load(write(tmp_path, "workers = 1\n", "none.toml"), env={}).user is None
+    unknown = error_of(write(tmp_path, 'workers = 1\nuser = "no-such-user-here"\n', "unknown.toml"))
+    assert (
+        f"{tmp_path / 'unknown.toml'}:2: user = \"no-such-user-here\": user 'no-such-user-here' does not"
+        in unknown
+    )
+    assert "useradd --system --no-create-home --shell /usr/sbin/nologin no-such-user-here" in unknown
+    root = error_of(write(tmp_path, 'user = "root"\n', "root.toml"))
+    assert "root.toml:1: user = \"root\": user 'root' is root (uid 0): it gives up nothing" in root
+    assert "must be a non-empty string" in error_of(write(tmp_path, "user = 65534\n", "number.toml"))
+
+
+def test_running_as_root_without_user_is_a_warning_once_other_hosts_can_connect(tmp_path: Path) -> None:
+    exposed = '[[listeners]]\nrole = "mx"\naddress = "0.0.0.0"\n[[listeners]]\nrole = "submission"\n'
+    config = load(write(tmp_path, exposed), env={})
+    (warning,) = [w for w in check_warnings(config, is_root=True) if "user is not set" in w]
+    assert warning.startswith("user is not set: started as root, the server stays root")
+    assert "other hosts can connect to mx 0.0.0.0:25 (STARTTLS) (fix: create an unprivileged user" in warning
+    assert not any("user is not set" in w for w in check_warnings(config, is_root=False))
+    with_user = load(write(tmp_path, 'user = "nobody"\n' + exposed, "user.toml"), env={})
+    assert not any("user is not set" in w for w in check_warnings(with_user, is_root=True))
+    loopback = load(write(tmp_path, "workers = 1\n", "loopback.toml"), env={})
+    assert not any("user is not set" in w for w in check_warnings(loopback, is_root=True))

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 from pathlib import Path
 
 from mailwright.config.loader import ConfigError, load, toml_value
-from mailwright.config.schema import Config, check_warnings
+from mailwright.config.schema import Config, check_warnings, running_as_root
 from mailwright.limits.open_files import fit_open_files
 from mailwright.net.cert_checks import certificate_problems
 from mailwright.net.tls import TLSConfigError, describe_certificate, server_context
+from mailwright.privileges import RunAs, code_directories, drop
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -42,6 +44,8 @@ def render(config: Config) -> str:
         f"relay_domains = {toml_value(config.relay_domains)}",
         f"workers = {config.workers}",
     ]
+    if config.user is not None:
+        out.append(f"user = {toml_value(config.user)}")
     for lc in config.listeners:
         out += [
             "",
@@ -95,6 +99,36 @@ def _load(args: argparse.Namespace) -> Config | None:
         return None
 
 
+def _check_as(user: str, cert: Path | None, key: Path | None) -> None:
+    """What the server does right after giving up root for `user`, in a child process that gives
+    it up the same way (`privileges.drop`), so file permissions, groups and ACLs all count: reach
+    its own code, and load the certificate and key. Raises what the server would stop with."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        said = ""
+        try:
+            os.close(read_end)
+            drop(RunAs.lookup(user), code_directories())
+            if cert is not None and key is not None:
+                server_context(cert, key)
+        except TLSConfigError as exc:
+            said = f"tls\t{exc}"
+        except BaseException as exc:  # the child must never return into the parent's code
+            said = f"user\t{exc}"
+        finally:
+            os.write(write_end, said.encode())
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        kind, _, said = f.read().decode(errors="replace").partition("\t")
+    os.waitpid(pid, 0)
+    if kind == "tls":
+        raise TLSConfigError(said)
+    if kind:
+        raise ConfigError([f"user = {toml_value(user)}: {said}"])
+
+
 def run_check(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
@@ -102,14 +136,20 @@ def run_check(args: argparse.Namespace) -> int:
     origin = str(config.source) if config.source else "built-in defaults"
     # The certificate and key are loaded as the server will load them (as `nginx -t` does), so a
     # key of another certificate or a file that is no PEM is found before a start fails on it.
+    # Started as root with `user` set, the server reads them as that user: so does the check.
     tls, facts = config.tls, None
-    if tls.cert is not None and tls.key is not None:
-        try:
+    try:
+        if config.user is not None and running_as_root():
+            _check_as(config.user, tls.cert, tls.key)
+        if tls.cert is not None and tls.key is not None:
             server_context(tls.cert, tls.key)
             facts = describe_certificate(tls.cert)
-        except TLSConfigError as exc:
-            print(f"{origin}: [tls]: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
+    except TLSConfigError as exc:
+        print(f"{origin}: [tls]: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ConfigError as exc:
+        print(f"{origin}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     listeners = ", ".join(lc.describe() for lc in config.listeners)
     print(f"OK: {origin}: {listeners}")
     if facts is not None:

@@ -10,6 +10,9 @@ example (all values shown are the defaults, except where a comment says otherwis
     relay_domains = ["example.net"]      # accepted from anyone and relayed onward; default: []
     workers = 0                          # SMTP worker processes: 0 = one per CPU core (at most
                                          # 16), 1 = a single process
+    user = "mailwright"                  # started as root: bind the ports, then run as this user
+                                         # (must exist; not root); default: none, i.e. stay root,
+                                         # with a warning. The key must be readable by it.
 
     [[listeners]]                        # default: mx, submission, submissions, submission 2525
     role = "mx"                          # "mx" (port 25), "submission" (587, STARTTLS),
@@ -89,6 +92,7 @@ from mailwright.config.schema import (
     QueueConfig,
     TLSConfig,
 )
+from mailwright.privileges import PrivilegeError, RunAs
 
 _MISSING: Any = object()
 
@@ -507,6 +511,20 @@ def _read_tls(r: _Reader, data: Mapping[str, Any]) -> TLSConfig:
     return TLSConfig(cert=cert, key=key)
 
 
+def _read_user(r: _Reader, data: Mapping[str, Any]) -> str | None:
+    if "user" not in data:
+        return None
+    name = r.string(data, ("user",), "", 'write user = "mailwright"')
+    if not name:
+        return None
+    try:
+        RunAs.lookup(name)
+    except PrivilegeError as exc:
+        r.problem(("user",), exc.problem, value=name, fix=exc.fix)
+        return None
+    return name
+
+
 def _read_auth(r: _Reader, data: Mapping[str, Any]) -> AuthConfig:
     d = AuthConfig()
     table = r.sub_table(data, "auth")
@@ -674,6 +692,7 @@ def load(
     _check_directory(r, ("queue", "directory"), queue_table.get("directory"), queue_dir)
     min_free = r.integer(queue_table, ("queue", "min_free"), QueueConfig.min_free, 0, 2**63 - 1)
     workers = r.integer(data, ("workers",), 0, 0, schema.MAX_WORKERS)
+    user = _read_user(r, data)
     if r.problems:
         raise ConfigError(r.problems)
     return Config(
@@ -687,5 +706,6 @@ def load(
         limits=limits,
         queue=QueueConfig(queue_dir if queue_dir is not None else state_dir / "queue", min_free=min_free),
         workers=workers,
+        user=user,
         source=path.absolute(),
     )

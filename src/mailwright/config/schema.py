@@ -143,6 +143,9 @@ class Config:
     # SMTP worker processes; 0: one per CPU core; 1: a single process (the queue writer is then a
     # thread of it).  With two or more, a master process owns the queue (see prefork.master).
     workers: int = 0
+    # The unprivileged account the server runs as once started as root (see `privileges`); None:
+    # it stays the user it was started as (as root, with a warning).
+    user: str | None = None
     source: Path | None = None
 
     def worker_count(self, cpus: int | None = None) -> int:
@@ -233,6 +236,28 @@ def unprivileged_note(config: Config) -> str | None:
     )
 
 
+def root_note(config: Config, *, is_root: bool | None = None) -> str | None:
+    """The warning for a server that stays root while other hosts can reach it, or None.
+
+    Started as root without `user`, every SMTP session runs as root. Listening on loopback only
+    (the quickstart's default, the test suite's servers) only this machine's users reach the
+    parsers, and the server says so at INFO; a listener on any other address is a WARNING.
+    """
+    root = running_as_root() if is_root is None else is_root
+    if not root or config.user is not None:
+        return None
+    exposed = [lc.describe() for lc in config.listeners if not lc.is_loopback]
+    if not exposed:
+        return None
+    return (
+        f"user is not set: started as root, the server stays root, so its SMTP sessions parse what "
+        f"any client sends with every privilege, and other hosts can connect to {', '.join(exposed)} "
+        "(fix: create an unprivileged user, e.g. useradd --system --no-create-home --shell "
+        '/usr/sbin/nologin mailwright, and set user = "mailwright": the server then binds its ports '
+        "as root and runs as that user)"
+    )
+
+
 def _unprivileged_port_start() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text().strip())
@@ -249,6 +274,9 @@ def check_warnings(config: Config, *, is_root: bool | None = None) -> list[str]:
             "auth.mechanisms includes CRAM-MD5: the user database must keep a plaintext-equivalent "
             "secret for every CRAM-MD5 user (user add --cram-md5); whoever reads users.db can log in as them"
         )
+    note = root_note(config, is_root=root)
+    if note:
+        out.append(note)
     lowest = _unprivileged_port_start()
     for i, lc in enumerate(config.listeners):
         if lc.allow_plaintext_auth and not lc.is_loopback:

@@ -33,8 +33,10 @@ Not responsible for: deciding when to reload (signals/timers in the server), log
 from __future__ import annotations
 
 import datetime as dt
+import grp
 import ipaddress
 import os
+import pwd
 import ssl
 import tempfile
 from dataclasses import dataclass
@@ -76,6 +78,19 @@ class CertificateFacts:
         return f"{self.subject} ({names}), {kind}, valid until {self.not_after:%Y-%m-%d %H:%M UTC}"
 
 
+def _who() -> tuple[str, str]:
+    """This process's user and group names, for a message (ids where the names are unknown)."""
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        user = str(os.geteuid())
+    try:
+        group = grp.getgrgid(os.getegid()).gr_name
+    except KeyError:
+        group = str(os.getegid())
+    return user, group
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
@@ -86,8 +101,11 @@ def _read(path: Path, what: str) -> bytes:
             f"{what} file {path} is a directory: point the TLS setting at the file"
         ) from None
     except PermissionError:
+        user, group = _who()
         raise TLSConfigError(
-            f"{what} file {path} is not readable (permission denied): let the user running mailwright read it"
+            f"{what} file {path} is not readable by user {user}, as whom the server runs (permission "
+            f"denied): let that user read it and enter the directories above it, e.g. chgrp {group} "
+            f"{path} && chmod g+r {path}, or add {user} to a group that may (ssl-cert on Debian)"
         ) from None
     except OSError as exc:
         raise TLSConfigError(f"{what} file {path} cannot be read: {exc.strerror}") from None

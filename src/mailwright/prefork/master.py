@@ -14,7 +14,8 @@ master also waits up to `GATHER_MS` for the next frame, so that it joins the bat
 
 Start-up happens in the master before any fork, so every start-up error is reported once, with its
 fix: the queue directory lock, schema migration and recovery, the TLS material, the user database,
-and the listening sockets.
+and the listening sockets (bound before all of it by `app.run` when it gives up root for `user`:
+the master and its workers then run as that user).
 
 Life cycle:
 - A worker that dies is reaped and replaced (after a pause when it dies young, so a crash loop does
@@ -146,8 +147,8 @@ class Master:
 
     # -- start-up (before any fork) -------------------------------------------------------------
 
-    def prepare(self) -> None:
-        from mailwright.app import LISTEN_BACKLOG, tls_material
+    def prepare(self, sockets: list[list[socket.socket]] | None = None) -> None:
+        from mailwright.app import LISTEN_BACKLOG, announce_privileges, tls_material
 
         # Signals are caught from here on (a SIGHUP during start-up must not kill the server); they
         # are acted on by the loop in run().
@@ -164,9 +165,10 @@ class Master:
         note = unprivileged_note(cfg)
         if note:
             log.warning("%s", note)
+        announce_privileges(cfg)
         self.store = SQLiteQueueStore(cfg.queue.directory, writer_thread=False, min_free=cfg.queue.min_free)
         try:
-            self.sockets = [bind_listener(lc, LISTEN_BACKLOG) for lc in cfg.listeners]
+            self.sockets = sockets or [bind_listener(lc, LISTEN_BACKLOG) for lc in cfg.listeners]
         except BaseException:
             self.store.close_writer_role()
             raise
@@ -516,8 +518,9 @@ class Master:
                     self.restarts[slot] = now + RESTART_PAUSE
 
 
-def run_master(config: Config, workers: int) -> int:
-    """Start-up errors propagate (the caller turns them into one line with the fix)."""
+def run_master(config: Config, workers: int, sockets: list[list[socket.socket]] | None = None) -> int:
+    """Start-up errors propagate (the caller turns them into one line with the fix). `sockets`: the
+    listeners, when the caller bound them before giving up root (`app.run`)."""
     master = Master(config, workers)
-    master.prepare()
+    master.prepare(sockets)
     return master.run()

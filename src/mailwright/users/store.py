@@ -16,7 +16,8 @@ Invariants:
   RFC 5321 section 2.4), the local part is kept as written.
 - `verify_password` costs one scrypt whether or not the user exists (a dummy hash is checked
   for unknown names), so timing does not reveal which names exist.
-- The database file is created with mode 0600 and its directory with 0700.
+- The database file is created with mode 0600 and its directory with 0700; made by root in a
+  directory another user owns, it is given to that user (the server's, after it gave up root).
 - One connection, used under a lock, so the object may be shared with worker threads; changes
   made by another process (the ``user`` command) are seen by the next call, and so is a file put
   in place of the database (renamed over it, or removed and made again): each call checks that
@@ -130,6 +131,17 @@ def _is_address(name: str) -> bool:
     return bool(at and local and domain and "@" not in local)
 
 
+def _give_to_directory_owner(fd: int, directory: Path) -> None:
+    """A database root makes (`mailwright user add` as root) in a directory another user owns (the
+    state directory of a server that gave up root, see `mailwright.privileges`) becomes that
+    user's: the server reads it as that user, and SQLite gives its journals the file's owner."""
+    if os.geteuid() != 0:
+        return
+    st = os.stat(directory)
+    if st.st_uid != 0:
+        os.fchown(fd, st.st_uid, st.st_gid)
+
+
 class UserStore:
     """Users in one SQLite file; see the module docstring."""
 
@@ -142,7 +154,11 @@ class UserStore:
             if not create:
                 raise MissingDatabase(f"no user database at {path}")
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+            try:
+                _give_to_directory_owner(fd, path.parent)
+            finally:
+                os.close(fd)
         self._lock = threading.Lock()
         self._db, self._identity = self._open()
         self._refused: tuple[int, int, int] | None = None  # a replacement found unusable, by stat
