@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mailwright.protocol import address
-from mailwright.protocol.address import Address, AddressError, parse_mailbox, parse_path
+from mailwright.protocol.address import Address, AddressError, is_address_literal, parse_mailbox, parse_path
 
 # (path text, utf8, expected local, expected domain, expected remaining text)
 VALID: list[tuple[str, bool, str, str, str]] = [
@@ -394,3 +394,22 @@ def test_ascii_dot_string_check_matches_the_definition(local: str) -> None:
     quoted = str(Address(local, "example.org")) if local else None
     if quoted is not None:
         assert quoted.startswith('"') != dot_string_by_definition(local)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[127.0.0.1]", True),
+        ("[IPv6:::1]", True),
+        ("[ipv6:2001:db8::1]", True),
+        ("127.0.0.1]", False),  # the opening bracket is required here, unlike inside a path
+        ("[127.0.0.1", False),
+        ("[300.0.0.1]", False),
+        ("[1.2.3.4;(]", False),
+        ("[tag:x]", False),
+        ("[]", False),
+        ("example.org", False),
+    ],
+)
+def test_is_address_literal(text: str, expected: bool) -> None:
+    assert is_address_literal(text) is expected

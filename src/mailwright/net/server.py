@@ -39,7 +39,7 @@ from typing import Any, cast
 from mailwright.limits.auth_failures import AuthFailureLimiter, client_key
 from mailwright.limits.connections import ConnectionLimits
 from mailwright.net.tls import session_facts
-from mailwright.policy.cleanup import HeaderCleanup, protocol_name
+from mailwright.policy.cleanup import HeaderCleanup, header_host, protocol_name, trace_name
 from mailwright.policy.relay import RelayPolicy, check_sender
 from mailwright.protocol import events as ev
 from mailwright.protocol.reply import R, Reply, SMTPError
@@ -460,26 +460,28 @@ class SMTPSession:
             else:
                 self._body_error = exc.reply
             return
-        hostname = self.listener.settings.hostname
+        hostname = header_host(self.listener.settings.hostname)
         stamp = _date_stamp()
         msgid = date = None
         if self.listener.add_missing_headers:
             msgid = f"Message-ID: <{time.time_ns():x}.{secrets.token_hex(6)}@{hostname}>\r\n".encode()
             date = f"Date: {stamp}\r\n".encode()
-        self.cleanup = HeaderCleanup(self._received(stamp), add_message_id=msgid, add_date=date)
+        self.cleanup = HeaderCleanup(self._received(stamp, hostname), add_message_id=msgid, add_date=date)
 
-    def _received(self, stamp: str) -> bytes:
+    def _received(self, stamp: str, hostname: str) -> bytes:
         conn = self.conn
         assert conn is not None
+        utf8 = conn.mail_params.smtputf8
         with_ = protocol_name(
-            extended=conn.extended,
-            tls=conn.tls_active,
-            auth=conn.authenticated is not None,
-            utf8=conn.mail_params.smtputf8,
+            extended=conn.extended, tls=conn.tls_active, auth=conn.authenticated is not None, utf8=utf8
         )
+        # The client's HELO name made safe for the header (policy.cleanup.trace_name); the peer's
+        # address as an RFC 5321 address literal, which for IPv6 carries the "IPv6:" tag.
+        helo = trace_name(conn.helo, utf8=utf8) if conn.helo else "unknown"
+        peer = f"IPv6:{self.peer_ip}" if ":" in self.peer_ip else self.peer_ip
         lines = [
-            f"Received: from {conn.helo or 'unknown'} ([{self.peer_ip}])",
-            f"\tby {self.listener.settings.hostname} (mailwright) with {with_}",
+            f"Received: from {helo} ([{peer}])",
+            f"\tby {hostname} (mailwright) with {with_}",
         ]
         if self.tls_facts:
             lines.append(f"\t(using {self.tls_facts})")

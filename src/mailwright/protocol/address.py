@@ -3,6 +3,8 @@
 `parse_path` reads a Reverse-path or Forward-path (RFC 5321 section 4.1.2) at the start of the
 text following "MAIL FROM:" / "RCPT TO:" and hands back the parameter string that follows it.
 `parse_mailbox` reads a bare "local@domain" for configuration and the command line.
+`is_address_literal` says whether a text is an address literal (for the Received header's HELO
+name, which is kept whole when it is one).
 
 Grammar followed (RFC 5321 sections 4.1.2 and 4.1.3, extended by RFC 6531 section 3.3 when
 `utf8` is true):
@@ -367,6 +369,17 @@ def _check_domain_or_literal(domain: str, utf8: bool) -> None:
         _check_literal(domain)
     else:
         _check_domain(domain, utf8)
+
+
+def is_address_literal(text: str) -> bool:
+    """Whether `text` is an RFC 5321 address literal this module accepts ("[IPv4]", "[IPv6:...]")."""
+    if not text.startswith("["):
+        return False
+    try:
+        _check_literal(text)
+    except AddressError:
+        return False
+    return True
 
 
 def _check_literal(literal: str) -> None:
