@@ -19,9 +19,9 @@ Invariants:
   writes it as an address literal, "[IPv6:...]" for IPv6 (RFC 5321 4.4, 4.1.3).
 - Connection caps (total and per client, an IPv6 client counted by its network of
   `limits.ipv6_prefix` bits, as is its AUTH lock-out) answer 421 4.7.0 before any parsing, and
-  count a connection from its accept: on an implicit-TLS listener from before the handshake, which the
-  session runs itself (`_implicit_tls`), so clients that connect and never finish a handshake
-  are held to the caps like any other (they are closed after `HANDSHAKE_TIMEOUT`).
+  count a connection from its accept: on an implicit-TLS listener from before the handshake,
+  which the session runs itself (`_implicit_tls`), so clients that connect and never finish a
+  handshake are held to the caps like any other (they are closed after `HANDSHAKE_TIMEOUT`).
 - No exception reaches the peer as a traceback: unexpected errors become 451 4.3.0 and
   are logged.
 
