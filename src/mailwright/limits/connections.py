@@ -9,10 +9,11 @@ of its row to read from, and a worker that dies can have its row cleared by the 
 "Per IP" means per `client_key`: an IPv4 address on its own, an IPv6 address by its network of
 `ipv6_prefix` bits. Counted address by address, one IPv6 host, which is usually given a whole /64,
 could take per_ip places 2^64 times over. Postfix 3.8 aggregates its anvil counts the same way
-(smtpd_client_ipv6_prefix_length, 84 bits there); 64 here, the subnet a single host gets (SLAAC,
-RFC 6177), since at 84 one host's /64 still holds 2^20 keys. The AUTH failure limiter uses the same
-key, so one setting (`limits.ipv6_prefix`) decides both. The caller computes the key once per
-connection and hands it to `admit` and `release`.
+(smtpd_client_ipv6_prefix_length, 84 bits there); 64 here, the smallest network a site or a
+rented server is given (the size SLAAC needs; RFC 6177), since at 84 whoever holds a /64 still has
+2^20 keys. The price is IPv4's behind NAT: hosts that share a /64 share its places. The AUTH
+failure limiter uses the same key, so one setting (`limits.ipv6_prefix`) decides both. The caller
+computes the key once per connection and hands it to `admit` and `release`.
 
 Per-IP counts are a count-min sketch: each key increments one bucket in each of two rows of
 `BUCKETS` counters, chosen by Python's per-start randomised string hash (peers cannot aim for
