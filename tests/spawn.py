@@ -155,17 +155,23 @@ class SpawnedServer:
 
 
 def _listening(port: int) -> bool:
-    """Whether a socket listens on `port`, read from /proc/net/tcp rather than by connecting: a
-    probe connection holds a place under the server's connection cap until its worker has seen it
-    close, and a test that opens exactly as many connections as the cap allows right after start
-    would find one place fewer (tests/e2e/test_open_files.py, 70 greeted of 71, once)."""
+    """Whether a socket listens on `port` (IPv4 or IPv6), read from /proc/net/tcp and tcp6 rather
+    than by connecting: a probe connection holds a place under the server's connection cap until
+    its worker has seen it close, and a test that opens exactly as many connections as the cap
+    allows right after start would find one place fewer (tests/e2e/test_open_files.py, 70 greeted
+    of 71, once)."""
     local = f":{port:04X}"
-    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = row.split()
-        if fields[1].endswith(local) and fields[3] == "0A":  # 0A: LISTEN
-            return True
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):  # no tcp6 on a kernel without IPv6
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                if fields[1].endswith(local) and fields[3] == "0A":  # 0A: LISTEN
+                    return True
     return False
 
+
+# The role of each listener make_server writes, by its name in `SpawnedServer.ports`.
+_ROLES = {"mx": "mx", "submission": "submission", "submissions": "submissions", "alt": "submission"}
 
 # Tests name the process model rather than take the machine's core count: 2 is the multi-process
 # server (a master owning the queue, two SMTP workers), 1 the single process.
@@ -180,11 +186,13 @@ def make_server(
     queue_dir: Path | None = None,
     workers: int = DEFAULT_WORKERS,
     python: str = sys.executable,
+    addresses: tuple[str, ...] = ("127.0.0.1",),
 ) -> SpawnedServer:
-    """Write config, certificate and user for a server under `root` (not started)."""
+    """Write config, certificate and user for a server under `root` (not started). Each listener
+    role is bound on every one of `addresses`, on the same port (e.g. ("::", "0.0.0.0"))."""
     root.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
-    cert = ca.issue_cert(LOCAL_DOMAIN, "localhost", "127.0.0.1")
+    cert = ca.issue_cert(LOCAL_DOMAIN, "localhost", "127.0.0.1", "::1")
     ca_file = root / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     cert_file, key_file = root / "cert.pem", root / "key.pem"
@@ -195,6 +203,11 @@ def make_server(
     ports = dict(zip(("mx", "submission", "submissions", "alt"), free_ports(4), strict=True))
     # A small reserve: tests fill small tmpfs file systems on purpose.
     queue_line = f'\n[queue]\ndirectory = "{queue_dir}"\nmin_free = 1048576\n' if queue_dir else ""
+    listeners = "".join(
+        f'[[listeners]]\nrole = "{_ROLES[name]}"\naddress = "{address}"\nport = {port}\n\n'
+        for name, port in ports.items()
+        for address in addresses
+    )
     config = root / "mailwright.toml"
     config.write_text(
         f"""
@@ -204,26 +217,7 @@ local_domains = ["{LOCAL_DOMAIN}"]
 relay_domains = ["{RELAY_DOMAIN}"]
 workers = {workers}
 {extra}
-[[listeners]]
-role = "mx"
-address = "127.0.0.1"
-port = {ports["mx"]}
-
-[[listeners]]
-role = "submission"
-address = "127.0.0.1"
-port = {ports["submission"]}
-
-[[listeners]]
-role = "submissions"
-address = "127.0.0.1"
-port = {ports["submissions"]}
-
-[[listeners]]
-role = "submission"
-address = "127.0.0.1"
-port = {ports["alt"]}
-
+{listeners}
 [tls]
 cert = "{cert_file}"
 key = "{key_file}"

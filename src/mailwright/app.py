@@ -168,7 +168,11 @@ class Server:
             )
         limits = self.limits
         if limits is None:
-            limits = ConnectionLimits(cfg.limits.max_connections, cfg.limits.max_connections_per_ip)
+            limits = ConnectionLimits(
+                cfg.limits.max_connections,
+                cfg.limits.max_connections_per_ip,
+                ipv6_prefix=cfg.limits.ipv6_prefix,
+            )
         auth = AuthBackend(
             verify=make_verifier(users),
             owns=users.owns_sender,
@@ -220,11 +224,7 @@ class Server:
                     self.servers.append(server)
             if self.announce:
                 log.info(
-                    "listening on %s:%d (%s%s)",
-                    lc.address,
-                    lc.port,
-                    lc.role,
-                    ", implicit TLS" if implicit else "",
+                    "listening on %s (%s%s)", lc.host_port(), lc.role, ", implicit TLS" if implicit else ""
                 )
         if self.announce:
             log.info(

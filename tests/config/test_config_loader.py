@@ -86,12 +86,14 @@ def test_documented_example_loads(tmp_path: Path) -> None:
     assert config.local_domains == ("example.org",) and config.relay_domains == ("example.net",)
     assert config.listeners == (
         ListenerConfig("mx", "0.0.0.0", 25),
+        ListenerConfig("mx", "::", 25),
         ListenerConfig("submission", "127.0.0.1", 587, allow_plaintext_auth=True),
     )
-    assert config.listeners[1].plaintext_auth_allowed
+    assert config.listeners[2].plaintext_auth_allowed
     assert config.tls.cert == tmp_path / "fullchain.pem" and config.tls.key == tmp_path / "privkey.pem"
     assert config.users_db == Path("/var/lib/mailwright/users.db")
     assert config.limits.max_message_size == 52428800
+    assert config.limits.ipv6_prefix == 64
     assert config.queue.directory == Path("/var/lib/mailwright/queue")
     assert config.source == tmp_path / "mailwright.toml"
 
@@ -510,3 +512,114 @@ def test_running_as_root_without_user_is_a_warning_once_other_hosts_can_connect(
     assert not any("user is not set" in w for w in check_warnings(with_user, is_root=True))
     loopback = load(write(tmp_path, "workers = 1\n", "loopback.toml"), env={})
     assert not any("user is not set" in w for w in check_warnings(loopback, is_root=True))
+
+
+def test_ipv6_listener_addresses_written_other_ways_get_the_address_to_write(tmp_path: Path) -> None:
+    # "::ffff:127.0.0.1" passed the check and failed at start-up with EINVAL: an IPv6 listener has
+    # IPV6_V6ONLY, which cannot bind an IPv4-mapped address. An SMTP address literal got the fix
+    # 'write address = "IPv6:::1"', itself refused.
+    path = write(
+        tmp_path,
+        """
+        [[listeners]]
+        role = "mx"
+        address = "::ffff:127.0.0.1"
+
+        [[listeners]]
+        role = "submission"
+        address = "[IPv6:::1]"
+
+        [[listeners]]
+        role = "submissions"
+        address = "[::ffff:127.0.0.2]"
+
+        [[listeners]]
+        role = "mx"
+        address = "[IPv6:nonsense]"
+        port = 2500
+    """,
+    )
+    assert error_of(path).splitlines() == [
+        f'{path}:3: listeners[0].address = "::ffff:127.0.0.1": is an IPv4-mapped IPv6 address, which an'
+        ' IPv6 listener cannot bind (fix: write the IPv4 address: address = "127.0.0.1")',
+        f'{path}:7: listeners[1].address = "[IPv6:::1]": the brackets and the IPv6: tag are not needed'
+        ' (fix: write address = "::1")',
+        f'{path}:11: listeners[2].address = "[::ffff:127.0.0.2]": brackets are not needed'
+        ' (fix: write address = "127.0.0.2")',
+        f'{path}:15: listeners[3].address = "[IPv6:nonsense]": is not an IP address or host name'
+        ' (fix: write an IP address of this machine, e.g. address = "0.0.0.0" (all IPv4) or "::" (all IPv6))',
+    ]
+
+
+def test_ipv6_wildcard_and_ipv4_wildcard_share_a_port_but_not_with_ipv6_addresses(tmp_path: Path) -> None:
+    # Each IPv6 listener is IPv6-only, so "::" and "0.0.0.0" bind the same port side by side (tested
+    # for real in tests/e2e/test_ipv6.py); "::" and "::1" cannot, in either order.
+    ok = write(
+        tmp_path,
+        """
+        [[listeners]]
+        role = "mx"
+        address = "::"
+        port = 2500
+        [[listeners]]
+        role = "mx"
+        address = "0.0.0.0"
+        port = 2500
+        [[listeners]]
+        role = "submission"
+        address = "::1"
+        port = 5870
+        [[listeners]]
+        role = "submission"
+        address = "127.0.0.1"
+        port = 5870
+    """,
+    )
+    assert len(load(ok, env={}).listeners) == 4
+    clash = write(
+        tmp_path,
+        """
+        [[listeners]]
+        role = "mx"
+        address = "::1"
+        port = 2500
+        [[listeners]]
+        role = "mx"
+        address = "::"
+        port = 2500
+        [[listeners]]
+        role = "submission"
+        address = "::"
+        port = 5870
+        [[listeners]]
+        role = "submission"
+        address = "0:0:0:0:0:0:0:1"
+        port = 5870
+    """,
+        name="clash.toml",
+    )
+    assert error_of(clash).splitlines() == [
+        f"{clash}:8: listeners[1].port = 2500: conflicts with listeners[0] on ::1 port 2500"
+        " (fix: use a different port or address for one of them)",
+        f"{clash}:16: listeners[3].port = 5870: conflicts with listeners[2] on :: port 5870"
+        " (fix: use a different port or address for one of them)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("16", "must be a whole number from 32 to 128"),
+        ("129", "must be a whole number from 32 to 128"),
+        ('"64"', "must be a whole number, not a string"),
+    ],
+)
+def test_ipv6_prefix_is_checked(tmp_path: Path, value: str, problem: str) -> None:
+    path = write(tmp_path, f"[limits]\nmax_connections = 10\nipv6_prefix = {value}\n")
+    message = error_of(path)
+    assert message.startswith(f"{path}:3: limits.ipv6_prefix = {value}: {problem} (fix: "), message
+    if value != '"64"':
+        assert "set it to 64, the default: the /64 one host is usually given" in message
+    else:
+        assert "write it without quotes: ipv6_prefix = 64" in message
+    assert load(write(tmp_path, "[limits]\nipv6_prefix = 128\n", "ok.toml"), env={}).limits.ipv6_prefix == 128

@@ -67,9 +67,11 @@ def queued_ids(queue_dir: Path) -> set[str]:
 class RawSMTP:
     """A line-level SMTP client on a plain socket, for cases smtplib hides (time-outs, refusals)."""
 
-    def __init__(self, port: int, *, source: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, port: int, *, source: str | None = None, timeout: float = 10.0, host: str = "127.0.0.1"
+    ) -> None:
         self.sock = socket.create_connection(
-            ("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None
+            (host, port), timeout=timeout, source_address=(source, 0) if source else None
         )
         self.file = self.sock.makefile("rb")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailwright.limits.auth_failures import AuthFailureLimiter, client_key
+from mailwright.limits.auth_failures import AuthFailureLimiter
+from mailwright.limits.connections import client_key
 from mailwright.protocol.reply import R
 
 

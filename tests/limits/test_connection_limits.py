@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from mailwright.limits.connections import BUCKETS, ConnectionLimits, ConnectionTable
+from mailwright.limits.connections import BUCKETS, ConnectionLimits, ConnectionTable, client_key
 
 
 def test_per_ip_cap_counts_every_worker() -> None:
@@ -68,3 +68,37 @@ def test_collisions_only_ever_over_count() -> None:
 def test_bad_slot_is_refused() -> None:
     with pytest.raises(ValueError, match="slot 2"):
         ConnectionLimits(total=1, per_ip=1, table=ConnectionTable(2), slot=2)
+
+
+def test_client_key_counts_ipv6_by_network_and_ipv4_by_address() -> None:
+    assert client_key("192.0.2.1") == "192.0.2.1"
+    assert client_key("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64"
+    assert client_key("2001:DB8:1:2:ffff:ffff:ffff:ffff") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert client_key("::1") == "::/64"
+    assert client_key("2001:db8:1:2:3:4:5:6", 48) == "2001:db8:1::/48"
+    assert client_key("2001:db8:1:2:3:4:5:6", 84) == "2001:db8:1:2:3::/84"
+    assert client_key("2001:db8:1:2:3:4:5:6", 84) != client_key("2001:db8:1:2:3:1000::", 84)
+    assert client_key("2001:db8::0:1", 128) == "2001:db8::1"
+    # What a socket that takes both families, or a link-local peer, could hand over.
+    assert client_key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert client_key("fe80::1%eth0") == client_key("fe80::2") == "fe80::/64"
+    assert client_key("not-an-ip") == "not-an-ip"
+    assert client_key("?") == "?"
+    assert client_key("1:2:3") == "1:2:3"
+
+
+def test_ipv6_addresses_of_one_network_share_a_cap() -> None:
+    limits = ConnectionLimits(total=100, per_ip=2, ipv6_prefix=64)
+    one, other = limits.key("2001:db8:5:6::1"), limits.key("2001:db8:5:6:ffff::9")
+    assert one == other
+    assert limits.admit(one) and limits.admit(other)
+    assert not limits.admit(limits.key("2001:db8:5:6::77")), "a third address of the same /64"
+    assert limits.admit(limits.key("2001:db8:5:7::1")), "the next /64 is someone else"
+    assert limits.admit(limits.key("192.0.2.9"))
+    limits.release(one)
+    assert limits.admit(limits.key("2001:db8:5:6::77"))
+    exact = ConnectionLimits(total=100, per_ip=1, ipv6_prefix=128)
+    assert exact.admit(exact.key("2001:db8:5:6::1")) and exact.admit(exact.key("2001:db8:5:6::2"))
+    with pytest.raises(ValueError, match="129"):
+        ConnectionLimits(total=1, per_ip=1, ipv6_prefix=129)

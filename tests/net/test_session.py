@@ -8,6 +8,9 @@ stand-in store takes nothing (real servers and clients are in tests/interop and 
 - Idle time-outs (RFC 5321 4.5.3.2) as the sweeper (`ServerContext.expire`) applies them, driven
   with chosen clock readings; tests/e2e/test_timeouts.py measures them in real time.
 - Reading stops with the 220 to STARTTLS, so the client's handshake stays in the socket for TLS.
+- IPv6 peers as no loopback socket can produce them (a zone, an IPv4-mapped address, two
+  addresses of one /64): what the Received header, the log and the caps make of them;
+  tests/e2e/test_ipv6.py serves real clients over ::1.
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ from mailwright.protocol.server import ServerSettings
 
 
 class Transport:
-    def __init__(self) -> None:
+    def __init__(self, peer: tuple[Any, ...] = ("127.0.0.7", 50000)) -> None:
         self.sent: list[bytes] = []
         self.closing = False
+        self.peer = peer
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.7", 50000) if name == "peername" else default
+        return self.peer if name == "peername" else default
 
     def write(self, data: bytes) -> None:
         self.sent.append(data)
@@ -65,7 +69,12 @@ class Store:
 
 
 async def _session(
-    store: Store, chunks: list[bytes], transport: Transport | None = None, *, tls: bool = False
+    store: Store,
+    chunks: list[bytes],
+    transport: Transport | None = None,
+    *,
+    tls: bool = False,
+    limits: ConnectionLimits | None = None,
 ) -> tuple[SMTPSession, Transport]:
     ctx = ServerContext(
         store=store,
@@ -77,7 +86,7 @@ async def _session(
             sender_must_be_owned=False,
             stamp=lambda user: "stamp",
         ),
-        limits=ConnectionLimits(10, 10),
+        limits=limits or ConnectionLimits(10, 10),
         command_timeout=60,
         data_timeout=300,
     )
@@ -251,3 +260,101 @@ def test_a_store_that_is_shutting_down_when_data_starts_gets_421_and_the_close()
         b"354 End data with <CR><LF>.<CR><LF>\r\n421 4.3.2 Service shutting down, closing connection\r\n"
     )
     assert transport.closing
+
+
+class RecordingStore(CommitStore):
+    """Keeps what the session writes of each message (the Received header first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+
+    def open_message(self) -> Any:
+        store = self
+
+        class Recording:
+            def write(self, data: bytes) -> None:
+                store.written.append(data)
+
+        return Recording()
+
+
+_MESSAGE = [
+    b"EHLO client.example\r\nMAIL FROM:<>\r\nRCPT TO:<bob@mx.test>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n"
+]
+
+
+@pytest.mark.parametrize(
+    ("peer", "literal"),
+    [
+        (("2001:db8::25", 50000, 0, 0), b"[IPv6:2001:db8::25]"),
+        # A link-local peer: the zone names this host's interface and has no place in a literal.
+        (("fe80::1%eth0", 50000, 0, 2), b"[IPv6:fe80::1]"),
+        # An IPv4 client on a socket that takes both families is an IPv4 client (as in Postfix).
+        (("::ffff:192.0.2.7", 50000, 0, 0), b"[192.0.2.7]"),
+        (("::ffff:0:192.0.2.7", 50000, 0, 0), b"[IPv6:::ffff:0:192.0.2.7]"),  # IPv4-translated: IPv6
+        (("192.0.2.7", 50000), b"[192.0.2.7]"),
+    ],
+)
+def test_the_received_header_writes_the_peer_as_an_address_literal(
+    peer: tuple[Any, ...], literal: bytes
+) -> None:
+    # RFC 5321 4.4: TCP-info is an address literal, "[IPv6:...]" for IPv6 (Postfix writes
+    # "(localhost [IPv6:::1])"); it was "([2001:db8::25])", and a zone went in as it came.
+    async def run() -> RecordingStore:
+        store = RecordingStore()
+        await _session(store, _MESSAGE, Transport(peer))
+        assert len(store.pending) == 1
+        return store
+
+    store = asyncio.run(run())
+    received = b"".join(store.written).split(b"\r\n")[0]
+    assert received == b"Received: from client.example (" + literal + b")"
+
+
+@pytest.mark.parametrize(
+    ("peer", "shown"),
+    [(("fe80::1%eth0", 50000, 0, 2), "fe80::1"), (("::ffff:192.0.2.7", 50000, 0, 0), "192.0.2.7")],
+)
+def test_a_refusal_is_logged_and_a_message_stored_with_the_plain_address(
+    peer: tuple[Any, ...], shown: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def run() -> list[Any]:
+        store = RecordingStore()
+        chunks = [b"EHLO client.example\r\nMAIL FROM:<>\r\nRCPT TO:<x@example.org>\r\n"]
+        chunks.append(b"RCPT TO:<bob@mx.test>\r\nDATA\r\nhi\r\n.\r\n")
+        envelopes: list[Any] = []
+        commit = store.commit
+
+        def keep(writer: Any, envelope: Any) -> Any:
+            envelopes.append(envelope)
+            return commit(writer, envelope)
+
+        store.commit = keep  # type: ignore[method-assign]
+        await _session(store, chunks, Transport(peer))
+        return envelopes
+
+    with caplog.at_level(logging.INFO, logger="mailwright.smtpd"):
+        envelopes = asyncio.run(run())
+    assert [e.client_ip for e in envelopes] == [shown]
+    assert _lines(caplog) == [
+        f"NOQUEUE: reject: RCPT from client.example[{shown}]: 554 5.7.1 Relay access denied;"
+        " from=<> to=<x@example.org> listener=mx:25"
+    ]
+
+
+def test_two_addresses_of_one_ipv6_network_share_the_per_ip_cap() -> None:
+    # Counted by the exact address, one host's /64 gave it per_ip places 2^64 times over.
+    async def run() -> list[bytes]:
+        limits = ConnectionLimits(100, 2)
+        firsts = []
+        for peer in ("2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:fffe", "2001:db8:1:2::3"):
+            _, transport = await _session(Store(), [], Transport((peer, 50000, 0, 0)), limits=limits)
+            firsts.append(transport.sent[0][:9])
+        # Another /64 and an IPv4 client are counted apart.
+        for peer in ("2001:db8:1:3::1", "192.0.2.1"):
+            _, transport = await _session(Store(), [], Transport((peer, 50000, 0, 0)), limits=limits)
+            firsts.append(transport.sent[0][:9])
+        return firsts
+
+    assert asyncio.run(run()) == [b"220 mx.te", b"220 mx.te", b"421 4.7.0", b"220 mx.te", b"220 mx.te"]

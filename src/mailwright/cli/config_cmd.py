@@ -79,6 +79,7 @@ def render(config: Config) -> str:
         f"max_recipients = {limits.max_recipients}",
         f"max_connections = {limits.max_connections}",
         f"max_connections_per_ip = {limits.max_connections_per_ip}",
+        f"ipv6_prefix = {limits.ipv6_prefix}",
         f"command_timeout = {toml_value(limits.command_timeout)}",
         f"data_timeout = {toml_value(limits.data_timeout)}",
         f"stop_timeout = {toml_value(limits.stop_timeout)}",

@@ -19,6 +19,11 @@ example (all values shown are the defaults, except where a comment says otherwis
     address = "0.0.0.0"                  # "submissions" (465, implicit TLS); default 127.0.0.1
     port = 25                            # default: the standard port of the role
 
+    [[listeners]]                        # IPv6: a listener of its own ("::" takes IPv6 only,
+    role = "mx"                          # so it shares port 25 with "0.0.0.0" above)
+    address = "::"
+    port = 25
+
     [[listeners]]
     role = "submission"
     address = "127.0.0.1"
@@ -43,6 +48,8 @@ example (all values shown are the defaults, except where a comment says otherwis
     max_recipients = 100                 # per transaction; RFC 5321 4.5.3.1.8 asks for >= 100
     max_connections = 1000
     max_connections_per_ip = 50
+    ipv6_prefix = 64                     # an IPv6 client counts, for max_connections_per_ip and the
+                                         # AUTH lock-out, by its network of this many bits (32-128)
     command_timeout = 300.0              # seconds idle per command (RFC 5321 4.5.3.2.7)
     data_timeout = 180.0                 # seconds idle while receiving message content
     stop_timeout = 30.0                  # seconds a stop waits for the workers before killing
@@ -227,14 +234,21 @@ class _Reader:
         return value
 
     def integer(
-        self, data: Mapping[str, Any], where: tuple[str, ...], default: int, low: int, high: int
+        self,
+        data: Mapping[str, Any],
+        where: tuple[str, ...],
+        default: int,
+        low: int,
+        high: int,
+        *,
+        fix: str | None = None,
     ) -> int:
         value = data.get(where[-1], _MISSING)
         if value is _MISSING:
             return default
         if isinstance(value, str) and value.strip().isdigit():
             fix = f"write it without quotes: {where[-1]} = {value.strip()}"
-        else:
+        elif fix is None:
             fix = f"set it to {default}, the default"
         if isinstance(value, bool) or not isinstance(value, int):
             self.problem(where, f"must be a whole number, not {_type_name(value)}", value=value, fix=fix)
@@ -377,20 +391,36 @@ def _read_listeners(r: _Reader, data: Mapping[str, Any]) -> tuple[ListenerConfig
             continue
         role = cast(schema.ListenerRole, role)
         address = r.string(entry, (*where, "address"), "127.0.0.1", 'write address = "0.0.0.0" or "::"')
-        if address.startswith("[") and address.endswith("]"):
+        literal = _unliteral(address)
+        mapped = _ipv4_mapped(literal)
+        if literal != address and _is_bind_address(literal):
+            # URLs' and SMTP's ways of writing an address, "[::1]" or "[IPv6:::1]".
+            tagged = ":" in address and address[1:6].lower() == "ipv6:"
             r.problem(
                 (*where, "address"),
-                "brackets are not needed",
+                "the brackets and the IPv6: tag are not needed" if tagged else "brackets are not needed",
                 value=address,
-                fix=f"write address = {toml_value(address[1:-1])}",
+                fix=f"write address = {toml_value(mapped or literal)}",
             )
-            address = address[1:-1]
+            address = mapped or literal
+        elif mapped is not None:
+            # With IPV6_V6ONLY (each IPv6 listener has it) the bind fails: EINVAL at start-up.
+            r.problem(
+                (*where, "address"),
+                "is an IPv4-mapped IPv6 address, which an IPv6 listener cannot bind",
+                value=address,
+                fix=f"write the IPv4 address: address = {toml_value(mapped)}",
+            )
+            address = mapped
         elif not _is_bind_address(address):
             r.problem(
                 (*where, "address"),
                 "is not an IP address or host name",
                 value=address,
-                fix='write an IP address of this machine, e.g. address = "0.0.0.0" (all IPv4)',
+                fix=(
+                    'write an IP address of this machine, e.g. address = "0.0.0.0" (all IPv4) or "::"'
+                    " (all IPv6)"
+                ),
             )
         port = r.integer(entry, (*where, "port"), schema.STANDARD_PORTS[role], 1, 65535)
         listener = ListenerConfig(
@@ -411,6 +441,29 @@ def _read_listeners(r: _Reader, data: Mapping[str, Any]) -> tuple[ListenerConfig
         seen[(_norm_address(address), port)] = i
         out.append(listener)
     return tuple(out)
+
+
+def _unliteral(address: str) -> str:
+    """`address` without the brackets, and the IPv6: tag, of an address literal."""
+    if not (address.startswith("[") and address.endswith("]")):
+        return address
+    inner = address[1:-1]
+    if inner[:5].lower() != "ipv6:":
+        return inner
+    try:
+        return str(ipaddress.IPv6Address(inner[5:]))
+    except ValueError:
+        return address
+
+
+def _ipv4_mapped(address: str) -> str | None:
+    """The IPv4 address an IPv4-mapped IPv6 address ("::ffff:127.0.0.1") stands for, else None."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return str(mapped) if mapped is not None else None
 
 
 def _is_bind_address(address: str) -> bool:
@@ -571,6 +624,17 @@ def _read_limits(r: _Reader, data: Mapping[str, Any]) -> LimitsConfig:
         max_recipients=count("max_recipients", d.max_recipients),
         max_connections=count("max_connections", d.max_connections),
         max_connections_per_ip=count("max_connections_per_ip", d.max_connections_per_ip),
+        ipv6_prefix=r.integer(
+            table,
+            ("limits", "ipv6_prefix"),
+            d.ipv6_prefix,
+            32,
+            128,
+            fix=(
+                f"set it to {d.ipv6_prefix}, the default: the /64 one host is usually given; "
+                "128 counts each IPv6 address on its own, 48 a whole site"
+            ),
+        ),
         command_timeout=r.seconds(table, ("limits", "command_timeout"), d.command_timeout, zero_ok=False),
         data_timeout=r.seconds(table, ("limits", "data_timeout"), d.data_timeout, zero_ok=False),
         stop_timeout=r.seconds(table, ("limits", "stop_timeout"), d.stop_timeout, zero_ok=False),

@@ -72,10 +72,15 @@ class ListenerConfig:
         """Whether AUTH may be offered before TLS on this listener."""
         return self.allow_plaintext_auth and self.is_loopback
 
-    def describe(self) -> str:
+    def host_port(self) -> str:
+        """The address and port as in a URL (RFC 3986), "192.0.2.1:25" or "[2001:db8::1]:25": an
+        IPv6 address in brackets, or its last group would read as the port."""
         host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+    def describe(self) -> str:
         tls = "implicit TLS" if self.implicit_tls else "STARTTLS"
-        return f"{self.role} {host}:{self.port} ({tls})"
+        return f"{self.role} {self.host_port()} ({tls})"
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,9 @@ class LimitsConfig:
     max_recipients: int = 100
     max_connections: int = 1000
     max_connections_per_ip: int = 50
+    # An IPv6 client is counted under max_connections_per_ip, and locked out after failed AUTH, by
+    # its network of this many bits: one host usually holds a whole /64 (limits.connections).
+    ipv6_prefix: int = 64
     # Server side idle limit per command: RFC 5321 4.5.3.2.7 asks for at least 5 minutes.
     command_timeout: float = 300.0
     # Idle limit while receiving DATA/BDAT content: a client may pause 3 minutes per block.

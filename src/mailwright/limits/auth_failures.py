@@ -1,8 +1,9 @@
 """Slow down and lock out clients that keep failing SMTP AUTH.
 
-Keyed by a string the caller chooses, normally the client IP (see `client_key`, which folds an
-IPv6 address to its /64 because one host usually controls a whole /64).  For each key it counts
-failures within a window that starts at the first failure:
+Keyed by a string the caller chooses, normally the client's key for the connection caps
+(`limits.connections.client_key`: an IPv4 address, or an IPv6 address folded to its network of
+`limits.ipv6_prefix` bits, /64 by default, because one host usually controls a whole /64).  For
+each key it counts failures within a window that starts at the first failure:
 
 - after each failure the server waits `delay(key)` seconds before answering (0.25 s, 0.5 s, 1 s,
   ... doubling, at most 5 s), which makes guessing slow without costing the server anything but
@@ -26,7 +27,6 @@ counts between processes.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -38,19 +38,6 @@ BASE_DELAY = 0.25
 MAX_DELAY = 5.0
 # Entries examined per call for opportunistic pruning: keeps each call O(1) amortised.
 _PRUNE_STEP = 8
-
-
-def client_key(ip: str) -> str:
-    """The limiter key for a client address: IPv4 as is, IPv6 by its /64 prefix."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
-        return str(ipaddress.IPv6Network((int(addr) >> 64 << 64, 64)))
-    return str(addr)
 
 
 @dataclass(slots=True)

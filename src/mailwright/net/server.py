@@ -14,10 +14,14 @@ Invariants:
   `data_timeout` from the last bytes received inside DATA/BDAT; on expiry the peer gets
   421 4.4.2 and is closed. One sweeper checks them all: never early, at most two of its
   intervals (each at most 1 s) late.
-- Connection caps (total and per client IP) answer 421 4.7.0 before any parsing, and count a
-  connection from its accept: on an implicit-TLS listener from before the handshake, which the
-  session runs itself (`_implicit_tls`), so clients that connect and never finish a handshake
-  are held to the caps like any other (they are closed after `HANDSHAKE_TIMEOUT`).
+- A peer's address is shown, logged and stored as its transport gives it, but an IPv4-mapped
+  IPv6 address as IPv4 and without an IPv6 zone (`peer_address`); the Received header's TCP-info
+  writes it as an address literal, "[IPv6:...]" for IPv6 (RFC 5321 4.4, 4.1.3).
+- Connection caps (total and per client, an IPv6 client counted by its network of
+  `limits.ipv6_prefix` bits, as is its AUTH lock-out) answer 421 4.7.0 before any parsing, and
+  count a connection from its accept: on an implicit-TLS listener from before the handshake,
+  which the session runs itself (`_implicit_tls`), so clients that connect and never finish a
+  handshake are held to the caps like any other (they are closed after `HANDSHAKE_TIMEOUT`).
 - No exception reaches the peer as a traceback: unexpected errors become 451 4.3.0 and
   are logged.
 
@@ -36,7 +40,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from mailwright.limits.auth_failures import AuthFailureLimiter, client_key
+from mailwright.limits.auth_failures import AuthFailureLimiter
 from mailwright.limits.connections import ConnectionLimits
 from mailwright.net.tls import session_facts
 from mailwright.policy.cleanup import HeaderCleanup, header_host, protocol_name, trace_name
@@ -165,6 +169,8 @@ class SMTPSession:
         self.transport: asyncio.Transport | None = None
         self.conn: ServerConnection | None = None
         self.peer_ip = "?"
+        # What the caps and the AUTH limiter count this client under (ConnectionLimits.key).
+        self.peer_key = "?"
         self.admitted = False
         self.task: asyncio.Future[Any] | None = None  # slow work the engine is paused for
         self.deadline = 0.0  # loop time after which the peer has been silent too long
@@ -193,9 +199,11 @@ class SMTPSession:
         # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
-        self.peer_ip = str(peer[0]) if peer else "?"
+        self.peer_ip = peer_address(str(peer[0])) if peer else "?"
+        limits = self.ctx.limits
+        self.peer_key = limits.key(self.peer_ip)
         settings = self.listener.settings
-        if not self.ctx.limits.admit(self.peer_ip):
+        if not limits.admit(self.peer_key):
             if not settings.tls_active:
                 self.transport.write(R.TOO_MANY_CONNECTIONS.to_bytes())
             # On implicit TLS a reply in clear would only be a TLS protocol error to the client.
@@ -242,7 +250,7 @@ class SMTPSession:
         """The connection is gone: give its places under the caps back and drop its state.
         Safe to call twice (after a failed STARTTLS handshake, `_starttls` and uvloop may both)."""
         if self.admitted:
-            self.ctx.limits.release(self.peer_ip)
+            self.ctx.limits.release(self.peer_key)
             self.admitted = False
         self.ctx.sessions.discard(self)
         if self.task is not None and not self.task.done():
@@ -476,11 +484,10 @@ class SMTPSession:
             extended=conn.extended, tls=conn.tls_active, auth=conn.authenticated is not None, utf8=utf8
         )
         # The client's HELO name made safe for the header (policy.cleanup.trace_name); the peer's
-        # address as an RFC 5321 address literal, which for IPv6 carries the "IPv6:" tag.
+        # address as an RFC 5321 address literal (`address_literal`).
         helo = trace_name(conn.helo, utf8=utf8) if conn.helo else "unknown"
-        peer = f"IPv6:{self.peer_ip}" if ":" in self.peer_ip else self.peer_ip
         lines = [
-            f"Received: from {helo} ([{peer}])",
+            f"Received: from {helo} ({address_literal(self.peer_ip)})",
             f"\tby {hostname} (mailwright) with {with_}",
         ]
         if self.tls_facts:
@@ -584,7 +591,7 @@ class SMTPSession:
         conn = self.conn
         assert conn is not None
         auth = self.ctx.auth
-        key = client_key(self.peer_ip)
+        key = self.peer_key
         locked = auth.limiter.check(key)
         if locked is not None:
             log.info("AUTH refused from %s: locked out after repeated failures", self.peer_ip)
@@ -699,6 +706,26 @@ class SMTPSession:
             buffer[:size] = view[:size]
             tls_layer.buffer_updated(size)
             view = view[size:]
+
+
+def peer_address(host: str) -> str:
+    """A peer's address as the session shows and stores it: an IPv4 client that reached an IPv6
+    socket (IPv4-mapped, "::ffff:192.0.2.1") as its IPv4 address, as Postfix does, and no zone
+    ("%eth0", a link-local peer's interface), which belongs to this host, not to the address."""
+    if ":" not in host:
+        return host
+    host = host.partition("%")[0]
+    if host[:7].lower() == "::ffff:":
+        rest = host[7:]
+        if "." in rest and ":" not in rest:  # "::ffff:0:192.0.2.1" is IPv4-translated: IPv6
+            return rest
+    return host
+
+
+def address_literal(ip: str) -> str:
+    """`ip` as an RFC 5321 4.1.3 address literal, for the Received header's TCP-info (4.4):
+    "[192.0.2.1]", "[IPv6:2001:db8::1]"."""
+    return f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
 
 
 def _reason(exc: BaseException) -> str:

@@ -175,7 +175,7 @@ class Master:
         self.table = ConnectionTable(self.count)
         for lc in cfg.listeners:
             implicit = ", implicit TLS" if lc.role == "submissions" else ""
-            log.info("listening on %s:%d (%s%s)", lc.address, lc.port, lc.role, implicit)
+            log.info("listening on %s (%s%s)", lc.host_port(), lc.role, implicit)
 
     # -- workers --------------------------------------------------------------------------------
 
@@ -242,7 +242,11 @@ class Master:
             store=RemoteQueueStore(link, self.store.spool),
             sockets=self.sockets,
             limits=ConnectionLimits(
-                cfg.limits.max_connections, cfg.limits.max_connections_per_ip, self.table, slot
+                cfg.limits.max_connections,
+                cfg.limits.max_connections_per_ip,
+                self.table,
+                slot,
+                ipv6_prefix=cfg.limits.ipv6_prefix,
             ),
             limiter=limiter,
             tls_files=(self.cert, self.key),
