@@ -32,7 +32,8 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from tests.spawn import PASSWORD, USER, SpawnedServer, make_server, wait_for_log
+
+from spawn import PASSWORD, USER, SpawnedServer, make_server, wait_for_log
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="starting as root and giving it up needs root")
 

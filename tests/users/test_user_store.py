@@ -165,3 +165,22 @@ def test_a_replacement_that_is_no_user_database_keeps_the_one_in_use(
     assert store.verify_password("bob@example.org", "new password")
     assert not store.verify_password("alice@example.org", "old password")
     store.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a file for another user needs root")
+def test_a_database_root_makes_beside_a_server_that_gave_up_root_is_the_servers(tmp_path: Path) -> None:
+    """`mailwright user add` as root, in the state directory a server running as `user` owns (see
+    mailwright.privileges): the new users.db, and the journal SQLite writes, are that user's, so
+    the server can read it; in a directory root owns the file stays root's."""
+    nobody = 65534
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, nobody, nobody)
+    store = UserStore(state / "users.db")
+    store.add("alice@example.org", "pw")  # a write: SQLite's journal comes and goes
+    store.close()
+    assert (os.stat(state / "users.db").st_uid, os.stat(state / "users.db").st_gid) == (nobody, nobody)
+    assert {os.stat(p).st_uid for p in state.iterdir()} == {nobody}
+    own = UserStore(tmp_path / "root" / "users.db")
+    own.close()
+    assert os.stat(tmp_path / "root" / "users.db").st_uid == 0

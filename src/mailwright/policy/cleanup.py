@@ -45,7 +45,6 @@ _ATEXT_DOT: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456
 _TRACE_SAFE: Final = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+\Z")
 MBOX_SEPARATOR: Final = b"From "
 MAILBOX_LINE: Final = b"X-Mailbox-Line: "
-_host_cache: dict[str, str] = {}
 
 
 def protocol_name(*, extended: bool, tls: bool, auth: bool, utf8: bool) -> str:
@@ -78,17 +77,13 @@ def trace_name(helo: str, *, utf8: bool) -> str:
 
 def header_host(hostname: str) -> str:
     """The server's own name as headers carry it: A-labels, valid in a 7-bit message too."""
-    name = _host_cache.get(hostname)
-    if name is None:
-        name = hostname
-        if not hostname.isascii():
-            try:
-                name = idna.encode(hostname, uts46=True).decode("ascii")
-            except (idna.IDNAError, UnicodeError, ValueError):
-                # The configuration loader checked the name with Python's IDNA 2003 codec.
-                name = hostname.encode("idna").decode("ascii")
-        _host_cache[hostname] = name
-    return name
+    if hostname.isascii():
+        return hostname
+    try:
+        return idna.encode(hostname, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError, ValueError):
+        # The configuration loader checked the name with Python's IDNA 2003 codec.
+        return hostname.encode("idna").decode("ascii")
 
 
 class HeaderCleanup:
