@@ -11,8 +11,9 @@ example (all values shown are the defaults, except where a comment says otherwis
     workers = 0                          # SMTP worker processes: 0 = one per CPU core (at most
                                          # 16), 1 = a single process
     user = "mailwright"                  # started as root: bind the ports, then run as this user
-                                         # (must exist; not root); default: none, i.e. stay root,
-                                         # with a warning. The key must be readable by it.
+                                         # (must exist; not root); the key must be readable by it.
+                                         # Default: none, i.e. stay who started it (as root it says
+                                         # so: a WARNING once a listener is not on loopback)
 
     [[listeners]]                        # default: mx, submission, submissions, submission 2525
     role = "mx"                          # "mx" (port 25), "submission" (587, STARTTLS),
