@@ -42,7 +42,7 @@ _FIELD: Final = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")  # field-name, opti
 # RFC 5322 atext and ".": a name made of these is a run of atoms in a header, so nothing in it
 # can open a comment, a quoted string or an angle address, or end the tokens early with ";".
 _ATEXT_DOT: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~."
-_TRACE_SAFE: Final = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+\Z")
+_TRACE_SAFE: Final = re.compile(f"[{re.escape(_ATEXT_DOT)}]+\\Z")
 MBOX_SEPARATOR: Final = b"From "
 MAILBOX_LINE: Final = b"X-Mailbox-Line: "
 
