@@ -150,6 +150,7 @@ class Server:
         # The single process watches its certificate; a worker's master does it for all of them.
         self.cert_watch: CertificateWatch | None = None
         self.cert_timer: asyncio.Future[None] | None = None
+        self.stopped = False  # stop() has finished: the queue is closed
 
     async def start(self) -> None:
         cfg = self.config
@@ -285,6 +286,7 @@ class Server:
                 await asyncio.sleep(0.05)
         if self.store is not None:
             await self.store.close()
+        self.stopped = True
 
 
 def _close_when_idle(session: SMTPSession, hooked: set[asyncio.Future[Any]]) -> None:
@@ -340,7 +342,12 @@ async def serve(config: Config, sockets: list[list[socket.socket]] | None = None
 
 
 def _already_stopping(server: Server) -> None:
-    """A stop signal during the stop: an impatient operator is told it was seen, and what is left."""
+    """A stop signal during the stop: an impatient operator is told it was seen, and what is left.
+    One that came during the stop's last moments may be handled once the stop has finished (the
+    loop still runs its callbacks while `uvloop.run` ends it): then the log's last line,
+    "mailwright stopped", has said everything, and this one says nothing."""
+    if server.stopped:
+        return
     busy = sum(1 for s in server.ctx.sessions if s.task is not None) if server.ctx is not None else 0
     log.info("already shutting down: waiting for %d session(s) busy with a commit or a password check", busy)
 
