@@ -40,6 +40,7 @@ from mailwright.config.schema import (
     BUSY_WAIT,
     Config,
     ListenerConfig,
+    is_ip_address,
     root_note,
     running_as_root,
     unprivileged_note,
@@ -50,6 +51,7 @@ from mailwright.limits.open_files import fit_open_files
 from mailwright.net.cert_watch import CertificateWatch
 from mailwright.net.server import AuthBackend, ListenerRuntime, ServerContext, SessionFactory, SMTPSession
 from mailwright.net.tls import ReloadableServerContext, TLSConfigError, ensure_self_signed
+from mailwright.policy.cleanup import header_host
 from mailwright.policy.relay import RelayPolicy
 from mailwright.privileges import PrivilegeError, RunAs, code_directories, drop, hand_over
 from mailwright.protocol.reply import R
@@ -80,7 +82,8 @@ def _is_loopback(address: str) -> bool:
 def listener_settings(config: Config, lc: ListenerConfig, tls: bool) -> ServerSettings:
     submission = lc.role in ("submission", "submissions")
     return ServerSettings(
-        hostname=config.hostname,
+        # The greeting, EHLO and CRAM-MD5 challenges carry the name: RFC 5321's domain is ASCII.
+        hostname=header_host(config.hostname),
         max_message_size=config.limits.max_message_size,
         max_recipients=config.limits.max_recipients,
         tls_available=tls and lc.role != "submissions",
@@ -365,14 +368,6 @@ def _ignore_late_signals() -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-def _is_ip(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
-
-
 def _fit_open_files(config: Config, workers: int) -> Config:
     """The open-file limit that `limits.max_connections` needs (see limits.open_files), before the
     workers are forked so that they inherit it; the config with the cap that limit holds."""
@@ -476,7 +471,7 @@ def run(config: Config) -> int:
         return 1
     except socket.gaierror as exc:
         # Only a listener's address is looked up at start-up; the resolver does not say which.
-        names = [lc.address for lc in config.listeners if lc.address and not _is_ip(lc.address)]
+        names = [lc.address for lc in config.listeners if lc.address and not is_ip_address(lc.address)]
         log.error(
             "cannot start: cannot resolve the listener address %s: %s (fix: write an IP address of"
             ' this machine, e.g. address = "0.0.0.0", or a host name that resolves to one)',

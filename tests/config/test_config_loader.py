@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import textwrap
 import threading
 from pathlib import Path
@@ -232,6 +233,39 @@ def test_duplicate_and_wildcard_listeners(tmp_path: Path) -> None:
     assert f"{path}:16: listeners[3].port = 2500: conflicts with listeners[2] on ::1 port 2500" in message
     # ::1 does not clash with the IPv4 wildcard, so listeners[2] itself is fine.
     assert len(message.splitlines()) == 2
+
+
+def localhost_addresses() -> set[str]:
+    return {str(i[4][0]) for i in socket.getaddrinfo("localhost", None, type=socket.SOCK_STREAM)}
+
+
+@pytest.mark.parametrize("other", ["127.0.0.1", "0.0.0.0", "localhost", "::1", "::"])
+def test_a_host_name_listener_clashes_by_what_it_resolves_to(tmp_path: Path, other: str) -> None:
+    """Start-up binds every address a name resolves to (prefork.master.bind_listener): a clash
+    the loader passed failed there with EADDRINUSE and a fix blaming "another server"."""
+    bound = localhost_addresses()
+    clash = {
+        "127.0.0.1": "127.0.0.1" in bound,
+        "0.0.0.0": any(":" not in a for a in bound),
+        "localhost": True,
+        "::1": "::1" in bound,
+        "::": any(":" in a for a in bound),
+    }[other]
+    for first, second in (("localhost", other), (other, "localhost")):
+        path = write(
+            tmp_path,
+            f'[[listeners]]\nrole = "mx"\naddress = "{first}"\nport = 2525\n'
+            f'[[listeners]]\nrole = "submission"\naddress = "{second}"\nport = 2525\n'
+            '[[listeners]]\nrole = "submissions"\naddress = "localhost"\nport = 4650\n',
+        )
+        if not clash:
+            assert len(load(path, env={}).listeners) == 3
+            continue
+        shared = other if other in bound else sorted(a for a in bound if (":" in a) == (":" in other))[0]
+        assert error_of(path).splitlines() == [
+            f"{path}:8: listeners[1].port = 2525: conflicts with listeners[0] on {first} port 2525: both"
+            f" would bind {shared} (fix: use a different port or address for one of them)"
+        ]
 
 
 def test_tls_pairs_and_unreadable_files(tmp_path: Path) -> None:

@@ -30,12 +30,14 @@ import email.utils
 import itertools
 import os
 import re
+import smtplib
 import socket
 import ssl
 import subprocess
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -367,6 +369,54 @@ def test_message_id_and_date_are_added_once_in_the_header_section(
     if name == "mbox-from":
         assert b"\r\nX-Mailbox-Line: From s@client.test Mon Dec  7 10:00:00 2026\r\nSubject: t\r\n" in head
         assert parsed["Subject"] == "t"
+
+
+@pytest.mark.parametrize("how", ["data", "bdat"])
+def test_the_longest_mbox_line_data_takes_is_stored_within_998_octets(
+    srv: spawn.SpawnedServer, how: str
+) -> None:
+    """RFC 5322 2.1.1: the field's name made a 998-octet separator line 1,014 octets long."""
+    line = b"From " + b"s" * (998 - 37) + b"@b.test Mon Dec  7 10:00:00 2026"
+    assert len(line) == 998
+    message = line + b"\r\nSubject: t\r\n\r\nb\r\n"
+    chunks = [message[:3], message[3:700], message[700:]] if how == "bdat" else None
+    stored = send(srv, message, rcpts=(b"<u@mx.test>",), chunks=chunks)
+    assert max(len(x) for x in stored.split(b"\r\n")) <= 998
+    parsed = email.message_from_bytes(stored, policy=email.policy.default)
+    assert parsed["X-Mailbox-Line"] == line.decode() and parsed["Subject"] == "t"
+    assert stored.endswith(b"\r\nSubject: t\r\n\r\nb\r\n") and not parsed.defects
+
+
+def test_a_non_ascii_hostname_goes_out_as_its_a_labels(tmp_path: Path) -> None:
+    """RFC 5321 2.3.5 and 4.1.2: the domain a server names itself by in the greeting, the EHLO
+    and QUIT replies and a CRAM-MD5 challenge is ASCII; an IDN goes out as A-labels (RFC 5890),
+    as in the headers it writes. It was sent as UTF-8, which 7-bit clients cannot read."""
+    server = spawn.make_server(tmp_path, workers=1)
+    ours = f'hostname = "{spawn.LOCAL_DOMAIN}"'
+    server.config.write_text(server.config.read_text().replace(ours, 'hostname = "m\u00e4il.test"'))
+    alabels = "xn--mil-qla.test"
+    server.start()
+    try:
+        with smtplib.SMTP(timeout=10) as c:
+            assert c.connect("127.0.0.1", server.ports["mx"]) == (220, f"{alabels} ESMTP mailwright".encode())
+            code, ehlo = c.ehlo("client.test")
+            assert code == 250 and ehlo.split(b"\n")[0] == f"{alabels} Hello client.test".encode()
+            assert c.mail("<s@client.test>")[0] == 250
+            assert c.rcpt("<postmaster>")[0] == 250  # RFC 5321 4.5.1: ours, in whatever form
+            code, bye = c.docmd("QUIT")
+            assert (code, bye) == (221, f"2.0.0 {alabels} closing connection".encode())
+        with smtplib.SMTP_SSL(
+            "127.0.0.1", server.ports["submissions"], context=tls_ctx(server), timeout=10
+        ) as c:
+            c.ehlo("client.test")
+            code, challenge = c.docmd("AUTH", "CRAM-MD5")
+            assert code == 334
+            assert base64.b64decode(challenge).decode("ascii").endswith(f"@{alabels}>")
+            assert c.docmd("*")[0] == 501  # RFC 4954 4: the client cancels the exchange
+        stored = send(server, b"Subject: t\r\n\r\nb\r\n")
+        assert f"\tby {alabels} (mailwright)".encode() in stored and stored.isascii()
+    finally:
+        server.stop()
 
 
 def test_lf_only_line_ends_are_refused_in_data_and_kept_in_bdat(srv: spawn.SpawnedServer) -> None:

@@ -15,7 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailwright.policy.cleanup import (
+    MAILBOX_LINE,
     MAX_HEADER_HOLD,
+    MAX_LINE,
     HeaderCleanup,
     header_host,
     protocol_name,
@@ -97,6 +99,51 @@ def test_an_mbox_separator_becomes_a_field_on_mx_too(step: int) -> None:
     c = HeaderCleanup(RECEIVED, add_message_id=None, add_date=None)
     out = b"".join(c.feed(message[i : i + step]) for i in range(0, len(message), step)) + c.finish()
     assert out == RECEIVED + b"X-Mailbox-Line: " + message  # "From " later in the body stays
+
+
+def mbox_line(length: int) -> bytes:
+    """An mbox separator line of `length` octets before its CRLF."""
+    head = b"From " + b"s" * (length - 37) + b"@b.test"
+    line = head + b" Mon Dec  7 10:00:00 2026"
+    assert len(line) == length
+    return line
+
+
+@pytest.mark.parametrize("step", [1, 7, 999, 1001, 5000])
+@pytest.mark.parametrize("length", [40, 998 - len(MAILBOX_LINE), 999 - len(MAILBOX_LINE), 998])
+def test_a_renamed_mbox_line_stays_within_998_octets(step: int, length: int) -> None:
+    """RFC 5322 2.1.1: a separator line DATA took (at most 998 octets) grew by the field's name;
+    past 998 it is folded after "From", and unfolding gives back the line as it came."""
+    line = mbox_line(length)
+    message = line + b"\r\nSubject: x\r\n\r\nFrom body\r\n"
+    c = HeaderCleanup(RECEIVED, add_message_id=None, add_date=None)
+    out = b"".join(c.feed(message[i : i + step]) for i in range(0, len(message), step)) + c.finish()
+    assert max(len(x) for x in out.split(b"\r\n")) <= MAX_LINE - 2, length
+    folded = len(MAILBOX_LINE) + length > MAX_LINE - 2
+    renamed = MAILBOX_LINE + (line[:4] + b"\r\n" + line[4:] if folded else line)
+    assert out == RECEIVED + renamed + message[len(line) :]
+    parsed = email.message_from_bytes(out, policy=email.policy.default)
+    assert parsed["X-Mailbox-Line"] == line.decode() and parsed["Subject"] == "x"
+    assert not parsed.defects
+
+
+def test_an_unended_mbox_line_is_held_no_longer_than_a_line() -> None:
+    """BDAT does not check line lengths: a separator line with no line end in sight is decided
+    (and folded) once it is longer than any line DATA takes, not held to the end."""
+    c = HeaderCleanup(RECEIVED, add_message_id=None, add_date=None)
+    assert c.feed(b"From " + b"x" * (MAX_LINE - 6)) == RECEIVED
+    assert c.feed(b"y") == MAILBOX_LINE + b"From\r\n " + b"x" * (MAX_LINE - 6) + b"y"
+    assert c.feed(b"z" * 5000 + b"\r\n\r\nb\r\n") == b"z" * 5000 + b"\r\n\r\nb\r\n"
+    assert c.finish() == b""
+
+
+@pytest.mark.parametrize("message", [b"From x", b"From " + b"x" * 990])
+def test_a_message_that_is_only_an_mbox_line_is_renamed_at_its_end(message: bytes) -> None:
+    c = HeaderCleanup(RECEIVED, add_message_id=None, add_date=None)
+    out = c.feed(message) + c.finish()
+    assert out.startswith(RECEIVED + MAILBOX_LINE + b"From")
+    assert max(len(x) for x in out.split(b"\r\n")) <= MAX_LINE - 2
+    assert email.message_from_bytes(out, policy=email.policy.default)["X-Mailbox-Line"] == message.decode()
 
 
 @pytest.mark.parametrize("cut", [1, 4096, 65536])

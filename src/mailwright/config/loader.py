@@ -66,6 +66,9 @@ Relative paths are relative to the directory of the configuration file; "~" mean
 A state_dir, queue.directory or auth.users_db set in the file may be missing (it is created at
 start-up), but must not be, or lie under, an existing file; auth.users_db must not be a directory.
 $MAILWRIGHT_STATE_DIR replaces the default state directory; a state_dir in the file wins over it.
+Two listeners whose binds would fail against each other are a problem here, not at start-up: the
+same address and port, a wildcard beside an address of its family, or a host name (looked up only
+then, as start-up binds every address it resolves to) beside either.
 
 Invariants: `load` either returns a fully validated `Config` or raises `ConfigError`; every
 problem found is reported (not only the first), each as
@@ -85,6 +88,7 @@ import ipaddress
 import math
 import os
 import re
+import socket
 import stat
 import tomllib
 from collections.abc import Mapping
@@ -99,6 +103,7 @@ from mailwright.config.schema import (
     ListenerConfig,
     QueueConfig,
     TLSConfig,
+    is_ip_address,
 )
 from mailwright.privileges import PrivilegeError, RunAs
 
@@ -374,7 +379,8 @@ def _read_listeners(r: _Reader, data: Mapping[str, Any]) -> tuple[ListenerConfig
         r.problem(("listeners",), f"must be one or more [[listeners]] tables, not {what}", fix=example)
         return None
     out: list[ListenerConfig] = []
-    seen: dict[tuple[str, int], int] = {}
+    earlier: list[tuple[int, ListenerConfig]] = []
+    resolved: dict[str, frozenset[str]] = {}
     for i, entry in enumerate(value):
         where = ("listeners", str(i))
         if not isinstance(entry, dict):
@@ -430,16 +436,18 @@ def _read_listeners(r: _Reader, data: Mapping[str, Any]) -> tuple[ListenerConfig
             port=port,
             allow_plaintext_auth=r.boolean(entry, (*where, "allow_plaintext_auth"), False),
         )
-        clash = _clashing(seen, listener)
+        clash = _clashing(earlier, listener, resolved)
         if clash is not None:
-            clash_address = next(a for (a, p), idx in seen.items() if idx == clash)
+            index, other, shared = clash
+            named = not (is_ip_address(address) and is_ip_address(other.address))
+            both = f": both would bind {shared}" if named else ""
             r.problem(
                 (*where, "port"),
-                f"conflicts with listeners[{clash}] on {clash_address} port {port}",
+                f"conflicts with listeners[{index}] on {other.address} port {port}{both}",
                 value=port,
                 fix="use a different port or address for one of them",
             )
-        seen[(_norm_address(address), port)] = i
+        earlier.append((i, listener))
         out.append(listener)
     return tuple(out)
 
@@ -486,20 +494,46 @@ def _norm_address(address: str) -> str:
         return address.lower()
 
 
-def _clashing(seen: Mapping[tuple[str, int], int], listener: ListenerConfig) -> int | None:
-    """The index of an earlier listener whose bind would fail against this one, if any."""
-    address = _norm_address(listener.address)
-    if (address, listener.port) in seen:
-        return seen[(address, listener.port)]
-    # A wildcard bind takes the port on every address of its family.
-    for (other, port), index in seen.items():
-        if port != listener.port:
+def _bind_addresses(address: str, resolved: dict[str, frozenset[str]]) -> frozenset[str]:
+    """The addresses a listener on `address` binds: a host name's, as start-up resolves it
+    (`prefork.master.bind_listener`: every address, so "localhost" may be 127.0.0.1 and ::1)."""
+    if is_ip_address(address):
+        return frozenset((_norm_address(address),))
+    if address not in resolved:
+        try:
+            infos = socket.getaddrinfo(address, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            found = frozenset(_norm_address(str(info[4][0])) for info in infos)
+        except (OSError, UnicodeError):
+            found = frozenset()  # start-up says it does not resolve
+        resolved[address] = found or frozenset((address.lower(),))
+    return resolved[address]
+
+
+def _clashing(
+    earlier: list[tuple[int, ListenerConfig]], listener: ListenerConfig, resolved: dict[str, frozenset[str]]
+) -> tuple[int, ListenerConfig, str] | None:
+    """An earlier listener whose bind would fail against this one: its index, it, and the address
+    both would bind. Host names are looked up only beside a listener on the same port."""
+    mine: frozenset[str] | None = None
+    for index, other in earlier:
+        if other.port != listener.port:
             continue
-        if "0.0.0.0" in (address, other) and ":" not in address + other:
-            return index
-        if "::" in (address, other) and ":" in address and ":" in other:
-            return index
+        if mine is None:
+            mine = _bind_addresses(listener.address, resolved)
+        for theirs in sorted(_bind_addresses(other.address, resolved)):
+            for address in sorted(mine):
+                if _overlap(address, theirs):
+                    return index, other, theirs if address in ("0.0.0.0", "::") else address
     return None
+
+
+def _overlap(one: str, other: str) -> bool:
+    """Whether binding both addresses on one port fails: a wildcard takes every address of its family."""
+    if one == other:
+        return True
+    if "0.0.0.0" in (one, other):
+        return ":" not in one + other
+    return "::" in (one, other) and ":" in one and ":" in other
 
 
 def blocking_file(path: Path) -> Path | None:

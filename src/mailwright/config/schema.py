@@ -43,6 +43,15 @@ KNOWN_MECHANISMS: tuple[str, ...] = ("PLAIN", "LOGIN", "CRAM-MD5")
 STATE_DIR_ENV = "MAILWRIGHT_STATE_DIR"
 
 
+def is_ip_address(address: str) -> bool:
+    """Whether `address` is an IP address as written, rather than a host name to look up."""
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class ListenerConfig:
     """One listening socket and the role it plays."""

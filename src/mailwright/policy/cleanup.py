@@ -21,7 +21,10 @@ path re-quoted (`protocol.address`), so its specials stay inside a quoted string
 
 An mbox separator (`From ` as the first line: a client piping a mailbox file) would end the
 header section at once, and every field after it would be body; like Postfix's cleanup, it
-is renamed `X-Mailbox-Line: From ...`, on every listener.
+is renamed `X-Mailbox-Line: From ...`, on every listener.  The renamed line is held until it
+ends (at most `MAX_LINE` octets, the engine's DATA limit) so that, where the name would take it
+past RFC 5322 2.1.1's 998 octets, it is folded after "From" instead: unfolding (RFC 5322
+2.2.3) gives back the line as it came, which Postfix's cleanup does not ensure.
 
 Not responsible for: DKIM signing, header validation or rewriting of addresses.
 """
@@ -45,6 +48,7 @@ _ATEXT_DOT: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456
 _TRACE_SAFE: Final = re.compile(f"[{re.escape(_ATEXT_DOT)}]+\\Z")
 MBOX_SEPARATOR: Final = b"From "
 MAILBOX_LINE: Final = b"X-Mailbox-Line: "
+MAX_LINE: Final = 1000  # octets with CRLF (RFC 5321 4.5.3.1.6): longer lines fail DATA anyway
 
 
 def protocol_name(*, extended: bool, tls: bool, auth: bool, utf8: bool) -> str:
@@ -86,6 +90,25 @@ def header_host(hostname: str) -> str:
         return hostname.encode("idna").decode("ascii")
 
 
+def _undecided(lead: bytes) -> bool:
+    """Whether the message's first octets may still be an mbox separator, or are one not yet ended."""
+    if len(lead) < len(MBOX_SEPARATOR):
+        return MBOX_SEPARATOR.startswith(lead)
+    return lead.startswith(MBOX_SEPARATOR) and len(lead) < MAX_LINE and b"\n" not in lead
+
+
+def _rename_separator(lead: bytes) -> bytes:
+    """The message's first octets with an mbox separator line made a header field."""
+    if not lead.startswith(MBOX_SEPARATOR):
+        return lead
+    lf = lead.find(b"\n")
+    end = len(lead) if lf < 0 else lf - 1 if lf > 0 and lead[lf - 1] == 0x0D else lf
+    if len(MAILBOX_LINE) + end <= MAX_LINE - 2:
+        return MAILBOX_LINE + lead
+    # Folded where the separator's own space is, so the continuation is the line less "From".
+    return MAILBOX_LINE + lead[:4] + b"\r\n" + lead[4:]
+
+
 class HeaderCleanup:
     """feed() bytes of the message as received; returns the bytes to store."""
 
@@ -104,12 +127,11 @@ class HeaderCleanup:
         self._prefix = b""
         if self._lead is not None:
             data = self._lead + data
-            if len(data) < len(MBOX_SEPARATOR) and MBOX_SEPARATOR.startswith(data):
+            if _undecided(data):
                 self._lead = data  # BDAT chunks may be a few octets long
                 return out
             self._lead = None
-            if data.startswith(MBOX_SEPARATOR):
-                data = MAILBOX_LINE + data
+            data = _rename_separator(data)
         if not self._holding:
             return out + data if out else data
         self._held += data
@@ -128,7 +150,7 @@ class HeaderCleanup:
         self._prefix = b""
         lead, self._lead = self._lead, None
         if lead:
-            out += self.feed(lead)
+            out += self.feed(_rename_separator(lead))
         if not self._holding:
             return out
         end = self._header_end(final=True)
