@@ -46,6 +46,8 @@ VALID: list[tuple[str, bool, str, str, str]] = [
     ("<a@xn--fsqu00a.xn--4rr70v>", False, "a", "xn--fsqu00a.xn--4rr70v", ""),
     ("<a@my-host.example>", False, "a", "my-host.example", ""),
     ("<a@123.example>", False, "a", "123.example", ""),
+    ("<a@1.2.3.example>", False, "a", "1.2.3.example", ""),
+    ("<a@example.x1>", False, "a", "example.x1", ""),
     ("<用户@例子.广告>", True, "用户", "例子.广告", ""),
     ("<δοκιμή@παράδειγμα.δοκιμή>", True, "δοκιμή", "παράδειγμα.δοκιμή", ""),
     ("<user@bücher.example>", True, "user", "bücher.example", ""),
@@ -72,7 +74,7 @@ INVALID: list[tuple[str, bool, bool, str]] = [
     ("<user@example.com", True, True, "closing"),
     ("<user@example.com>x", True, True, "after"),
     ("<user>", True, True, "@"),
-    ("<@example.com>", True, True, "route"),
+    ("<@example.com>", True, True, "empty local part"),
     ("<user@>", True, True, "domain"),
     ("<.user@example.com>", True, True, "dot"),
     ("<user.@example.com>", True, True, "dot"),
@@ -105,7 +107,6 @@ INVALID: list[tuple[str, bool, bool, str]] = [
     ("<user@example.com\r\n>", True, True, "control"),
     ("<user\x00@example.com>", True, True, "control"),
     ('<"a\tb"@example.com>', True, True, "control"),
-    ("<user@example.com> SIZE=1\n", True, True, "control"),
     ("<us\u2028er@example.com>", True, True, "not allowed"),
     ("<user@\ud800.com>", True, True, "not allowed"),
     ("<@a.example user@c.example>", True, True, "route"),
@@ -116,6 +117,17 @@ INVALID: list[tuple[str, bool, bool, str]] = [
     ("<user@例-.example>", True, True, "internationalized"),
     ('<"\\ü"@example.com>', True, True, "quoted-pair"),
     ("<us\u00a0er@example.com>", True, True, "unexpected"),
+    # An IP address is no domain name: it goes in brackets (RFC 5321 4.1.3, RFC 1123 2.1), and
+    # no top-level domain is all digits (RFC 3696 2). Postfix refuses the first three too.
+    ("<user@192.0.2.1>", True, True, "address literal"),
+    ("<user@1.2.3.4.5>", True, True, "numeric"),
+    ("<user@123>", True, True, "numeric"),
+    ("<user@example.123>", True, True, "numeric"),
+    ("<@192.0.2.1:user@example.com>", True, True, "numeric"),
+    # The character at fault is named, not an "empty local part".
+    ("< >", True, True, "unexpected character ' '"),
+    ("<<user@example.com>>", True, True, "unexpected character '<'"),
+    ("<user@example.com>\tSIZE=1", True, True, "after"),
 ]
 
 
@@ -143,6 +155,17 @@ def test_non_ascii_without_smtputf8(text: str) -> None:
         parse_path(text, utf8=False, allow_null=True)
     assert "SMTPUTF8" in info.value.reason
     assert info.value.needs_smtputf8
+
+
+@pytest.mark.parametrize("params", ["SIZE=1\t", "ENVID=a\x01", "SIZE=1\x0bBODY=7BIT", "X=\x7f"])
+def test_a_control_character_in_the_parameters_is_theirs_to_refuse(params: str) -> None:
+    """The path is checked, the text after it handed back as it is: `params` refuses it with
+    501 5.5.4, where the path's check said "501 5.1.7 ... control character in address"."""
+    assert parse_path("<user@example.com> " + params, utf8=True, allow_null=True) == (
+        Address("user", "example.com"),
+        params,
+    )
+    assert parse_path('<"a>b"@example.com> ' + params, utf8=True, allow_null=True)[1] == params
 
 
 def test_null_path() -> None:
@@ -259,7 +282,12 @@ _dot_local = st.lists(_atom, min_size=1, max_size=4).map(".".join)
 _quoted_local = st.text(alphabet=_QUOTED_CHARS + "é", max_size=30)
 _ldh = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
 _ulabel = st.sampled_from(["例子", "广告", "bücher", "παράδειγμα", "δοκιμή", "испытание"])
-_domain = st.lists(_ldh | _ulabel, min_size=1, max_size=4).map(".".join)
+# The last label never all digits: such a domain is refused (an IP address without brackets).
+_domain = (
+    st.lists(_ldh | _ulabel, min_size=1, max_size=4)
+    .map(".".join)
+    .filter(lambda d: not d.rsplit(".", 1)[-1].isdigit())
+)
 _literal = st.one_of(
     st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: "[" + ".".join(map(str, t)) + "]"),
     st.ip_addresses(v=6).map(lambda ip: f"[IPv6:{ip}]"),
@@ -338,7 +366,8 @@ def test_fast_path_agrees_with_the_full_parser(core: str, tail: str, utf8: bool,
 # The definition that address._simple_path is written out from.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-SIMPLE_PATH = re.compile(rf" *<({_ATOM}(?:\.{_ATOM})*)@({_LABEL}(?:\.{_LABEL})*)>(?: +|\Z)")
+# The last label is not all digits (an IP address without brackets is refused by the full parser).
+SIMPLE_PATH = re.compile(rf" *<({_ATOM}(?:\.{_ATOM})*)@((?:{_LABEL}\.)*(?![0-9]+>){_LABEL})>(?: +|\Z)")
 # Labels around the 63-octet limit, with hyphens at either end now and then.
 _long_label = st.tuples(st.sampled_from(["", "-"]), st.integers(58, 66), st.sampled_from(["", "-"])).map(
     lambda t: t[0] + "b" * t[1] + t[2]
@@ -372,6 +401,9 @@ def test_fast_path_limits_match_the_full_parser() -> None:
         "<a@b-.test>",
         "<a..b@x.test>",
         "<a@x.test>SIZE=1",
+        "<a@1.2.3.4>",
+        "<a@x.123>",
+        "<a@x.12a>",
     ):
         try:
             full = _parse_path_full(text, utf8=False, allow_null=False)

@@ -662,3 +662,51 @@ def test_close_with_answers_the_pending_event_and_ends_the_session() -> None:
     assert conn.next_event() is None
     with pytest.raises(Exception, match="no event is waiting"):
         conn.accept()
+
+
+# -- found by the differential against Postfix (tests/e2e/test_envelope_differential.py) ---------
+
+
+@pytest.mark.parametrize(
+    ("rcpt", "reply"),
+    [
+        (b"<postmaster>", "250 2.1.5"),
+        (b"<Postmaster> NOTIFY=NEVER", "250 2.1.5"),
+        # No space after ">": not a path followed by parameters; it was taken with NOTIFY=NEVER.
+        (b"<postmaster>NOTIFY=NEVER", "501 5.1.3"),
+        (b"<postmaster>>", "501 5.1.3"),
+        (b"<postmaster>\t", "501 5.1.3"),
+    ],
+)
+def test_the_postmaster_form_is_a_path_like_any_other(rcpt: bytes, reply: str) -> None:
+    h = Harness()
+    h.send(b"EHLO c.test\r\nMAIL FROM:<a@c.test>\r\n")
+    assert h.send(b"RCPT TO:" + rcpt + b"\r\n")[0].startswith(reply)
+    assert len([e for e in h.events if isinstance(e, ev.Rcpt)]) == (1 if reply.startswith("250") else 0)
+
+
+def test_rset_with_an_argument_is_refused_and_resets_nothing() -> None:
+    h = Harness()
+    h.send(b"EHLO c.test\r\nMAIL FROM:<a@c.test>\r\n")
+    assert h.send(b"RSET now\r\n") == ["501 5.5.4 RSET takes no arguments"]
+    assert not any(isinstance(e, ev.TransactionReset) for e in h.events)
+    assert h.send(b"RCPT TO:<b@mx.test>\r\n") == ["250 2.1.5 Recipient OK"]
+    assert h.send(b"RSET\r\n") == ["250 2.0.0 Reset OK"]
+
+
+@pytest.mark.parametrize("params", [b"SIZE=1\t", b"ENVID=a\x01", b"SIZE=1\x0bBODY=7BIT"])
+def test_a_control_character_in_the_parameters_is_a_parameter_error(params: bytes) -> None:
+    h = Harness()
+    h.send(b"EHLO c.test\r\n")
+    assert h.send(b"MAIL FROM:<a@c.test> " + params + b"\r\n") == [
+        "501 5.5.4 Invalid character in parameters"
+    ]
+
+
+def test_an_ip_address_without_brackets_is_a_bad_address() -> None:
+    h = Harness()
+    h.send(b"EHLO c.test\r\n")
+    [reply] = h.send(b"MAIL FROM:<a@192.0.2.1>\r\n")
+    assert reply.startswith("501 5.1.7 Bad sender address syntax") and "[192.0.2.1]" in reply
+    assert h.send(b"MAIL FROM:<a@[192.0.2.1]>\r\n") == ["250 2.1.0 Sender OK"]
+    assert h.send(b"RCPT TO:<b@192.0.2.1>\r\n")[0].startswith("501 5.1.3 Bad recipient address syntax")

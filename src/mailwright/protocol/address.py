@@ -12,7 +12,10 @@ Grammar followed (RFC 5321 sections 4.1.2 and 4.1.3, extended by RFC 6531 sectio
   is checked for syntax and then ignored, as RFC 5321 section 4.1.2 and appendix C ask.
 - Local-part = Dot-string / Quoted-string; with SMTPUTF8 both may carry non-ASCII characters.
 - Domain = LDH labels, or (SMTPUTF8) U-labels validated by conversion to A-labels with `idna`
-  (IDNA2008 with UTS 46 mapping); address literals "[IPv4]" and "[IPv6:...]".
+  (IDNA2008 with UTS 46 mapping), the last label not all digits (an IP address is written as
+  a literal); address literals "[IPv4]" and "[IPv6:...]".
+- Control characters are refused in the path; the parameter text after it is handed back as
+  it is, for `params` to judge.
 - Limits of section 4.5.3.1: local-part 64 octets, label 63, domain 255, path 256 octets, all
   counted in UTF-8 on the text as written (for the local part that includes quotes and escapes).
 
@@ -133,9 +136,9 @@ def _simple_path(text: str) -> tuple[int, int, int, int]:
     positions of the local part, its "@", the ">" and the parameters, or all -1 when the text
     needs the full parser (quotes, literals, routes, UTF-8, errors).
 
-    The same as matching ` *<(Atom(\.Atom)*)@(Label(\.Label)*)>( +|$)` (a property test holds it
-    to that regex); written out because a regex match and its span calls are generic calls
-    that cost several times this loop.
+    The same as matching ` *<(Atom(\.Atom)*)@(Label(\.Label)*)>( +|$)` where the last Label is not
+    all digits (a property test holds it to that regex); written out because a regex match and
+    its span calls are generic calls that cost several times this loop.
     """
     n = len(text)
     i = 0
@@ -184,6 +187,9 @@ def _simple_path(text: str) -> tuple[int, int, int, int]:
         i += 1
     if label == 0 or hyphen or i >= n or text[i] != ">":
         return _NO_MATCH
+    # A numeric last label ("1.2.3.4", "foo.123") is no domain name: the full parser says why.
+    if 48 <= ord(text[i - 1]) <= 57 and text[i - label : i].isdigit():
+        return _NO_MATCH
     gt = i
     i += 1
     if i < n:
@@ -195,8 +201,10 @@ def _simple_path(text: str) -> tuple[int, int, int, int]:
 
 
 def _parse_path_full(text: str, *, utf8: bool, allow_null: bool) -> tuple[Address | None, str]:
-    _check_characters(text)
     start = len(text) - len(text.lstrip(" "))
+    # The path's characters only: one in the parameters after it is theirs to refuse (501 5.5.4
+    # from `params`), not a fault of the address.
+    _check_characters(text[start : _path_end(text, start)])
     if start == len(text):
         raise AddressError("missing address")
     if text[start] != "<":
@@ -261,6 +269,26 @@ def _bad_char(text: str, pos: int) -> str:
     return f"unexpected character {text[pos]!r} in address"
 
 
+def _path_end(text: str, start: int) -> int:
+    """Where the path starting at `start` ends: after the first ">" outside a quoted string
+    (quoted-pairs skipped, as `_parse_quoted` reads them), else at the end of the text. For a
+    path that parses this is exactly the text the parser reads."""
+    quoted = False
+    i = start
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\" and quoted:
+            i += 2
+            continue
+        if ch == '"':
+            quoted = not quoted
+        elif ch == ">" and not quoted:
+            return i + 1
+        i += 1
+    return n
+
+
 def _after_path(text: str, pos: int) -> str:
     rest = text[pos:]
     if rest and rest[0] != " ":
@@ -302,7 +330,8 @@ def _skip_source_route(text: str, pos: int, utf8: bool) -> int:
         while end < len(text) and text[end] not in ",:>":
             end += 1
         if end >= len(text) or text[end] == ">":
-            raise AddressError("unterminated source route")
+            # "<@example.com>" is far more often a local part left out than a route left open.
+            raise AddressError("empty local part, or unterminated source route")
         _check_domain(text[pos:end], utf8)
         if text[end] == ":":
             return end + 1
@@ -321,7 +350,9 @@ def _parse_local(text: str, pos: int, utf8: bool) -> tuple[str, int]:
             end += 1
         local = text[pos:end]
         if not local:
-            raise AddressError("empty local part")
+            # "< >", "<<a@b>>": name the character, which is what the sender has to fix.
+            at_end = end >= len(text) or text[end] in "@>"
+            raise AddressError("empty local part" if at_end else _bad_char(text, end))
         if local[0] == "." or local[-1] == "." or ".." in local:
             raise AddressError("misplaced dot in local part")
         if not utf8 and not local.isascii():
@@ -438,6 +469,14 @@ def _check_domain(domain: str, utf8: bool) -> None:
             ascii_len += len(label) + 1
         else:
             ascii_len += len(_to_alabel(label)) + 1
+    last = domain[domain.rfind(".") + 1 :]
+    if last.isascii() and last.isdigit():
+        # No top-level domain is all digits (RFC 3696 2, RFC 1123 2.1): "user@192.0.2.1" is an
+        # IP address without the brackets of an address literal (RFC 5321 4.1.3); Postfix refuses it too.
+        raise AddressError(
+            f"domain ends in the numeric label {last[:MAX_LABEL_OCTETS]!r}; "
+            "an IP address is written as an address literal, e.g. [192.0.2.1]"
+        )
     if ascii_len > MAX_DOMAIN_OCTETS:
         raise AddressError(f"domain longer than {MAX_DOMAIN_OCTETS} octets in A-label form")
 

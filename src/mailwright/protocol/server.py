@@ -564,7 +564,11 @@ class ServerConnection:
         stripped = text.lstrip(" ")
         if stripped[:12].lower() != "<postmaster>":
             return None
-        return Address("postmaster", self.settings.hostname), stripped[12:].lstrip(" ")
+        rest = stripped[12:]
+        if rest and rest[0] != " ":
+            # As after any path: "<postmaster>NOTIFY=NEVER" is no path followed by parameters.
+            raise AddressError("unexpected text after closing angle bracket")
+        return Address("postmaster", self.settings.hostname), rest.lstrip(" ")
 
     def _cmd_data(self, arg: str) -> None:
         if arg.strip():
@@ -657,6 +661,9 @@ class ServerConnection:
         return True
 
     def _cmd_rset(self, arg: str) -> None:
+        if arg.strip():
+            # RFC 5321 4.1.1.5: "RSET" CRLF. Refused, it resets nothing, as any refused command.
+            raise SMTPError(Reply(501, "5.5.4", "RSET takes no arguments"))
         if self.state in (State.MAIL, State.RCPT, State.BDAT):
             self._emit(ev.TransactionReset())
         self._reset_transaction()
