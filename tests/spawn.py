@@ -173,6 +173,9 @@ def _listening(port: int) -> bool:
 # The role of each listener make_server writes, by its name in `SpawnedServer.ports`.
 _ROLES = {"mx": "mx", "submission": "submission", "submissions": "submissions", "alt": "submission"}
 
+# Small, so a test sees the lock-out soon and it ends soon.
+_DEFAULT_AUTH_LIMITS = "max_failures = 3\nlockout = 5.0"
+
 # Tests name the process model rather than take the machine's core count: 2 is the multi-process
 # server (a master owning the queue, two SMTP workers), 1 the single process.
 DEFAULT_WORKERS = 2
@@ -187,9 +190,12 @@ def make_server(
     workers: int = DEFAULT_WORKERS,
     python: str = sys.executable,
     addresses: tuple[str, ...] = ("127.0.0.1",),
+    auth: str = "",
 ) -> SpawnedServer:
     """Write config, certificate and user for a server under `root` (not started). Each listener
-    role is bound on every one of `addresses`, on the same port (e.g. ("::", "0.0.0.0"))."""
+    role is bound on every one of `addresses`, on the same port (e.g. ("::", "0.0.0.0")).
+    `auth`: the [auth] table's failure limits in place of the default (3 failures lock out for
+    5 s)."""
     root.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
     cert = ca.issue_cert(LOCAL_DOMAIN, "localhost", "127.0.0.1", "::1")
@@ -224,8 +230,7 @@ key = "{key_file}"
 
 [auth]
 mechanisms = ["PLAIN", "LOGIN", "CRAM-MD5"]
-max_failures = 3
-lockout = 5.0
+{auth or _DEFAULT_AUTH_LIMITS}
 
 [limits]
 max_connections = 15000

@@ -27,7 +27,8 @@ The promises checked, after every session:
    code of its class. mailwright advertises ENHANCEDSTATUSCODES on every listener and its engine
    promises a code on every reply (protocol/server.py), so this holds from the first reply on.
    The replies that the rules in docs/architecture.md fix are checked as such: 500 5.5.2 for a
-   line with a bare CR or LF or over its length limit, 501 5.5.2 for a NUL, 550 5.6.0 for a body
+   line with a bare CR or LF or over its length limit (500 5.5.6 for an AUTH command or SASL
+   response over it, RFC 4954 6), 501 5.5.2 for a NUL, 550 5.6.0 for a body
    with a bare CR or LF or an over-long line, 250 and a queue id for a clean one, the octet count
    of a BDAT chunk; 354 only inside a transaction with a recipient, no 250 to MAIL on a
    submission listener before AUTH, no 250 to RCPT for a foreign domain without AUTH.
@@ -706,9 +707,16 @@ class Mirror:
     def _answer_line(self, unit: Unit, reply: Reply, where: str) -> None:
         code, enhanced, verb = reply.code, reply.enhanced, unit.verb
         line, malformed = split_line(unit.raw)
-        if malformed or len(line) + 2 > line_limit(verb, self.mode == "auth"):
-            assert (code, enhanced) == (500, "5.5.2"), where
+        auth = self.mode == "auth"
+        # Past MAX_AUTH a line is too long whatever its ending; below, a bare line end comes first.
+        if len(line) > MAX_AUTH or (not malformed and len(line) + 2 > line_limit(verb, auth)):
+            # RFC 4954 6: an AUTH command or SASL response has a code of its own.
+            assert (code, enhanced) == (500, "5.5.6" if auth or verb == "AUTH" else "5.5.2"), where
             self.mode = "cmd"  # an AUTH exchange ends with it
+            return
+        if malformed:
+            assert (code, enhanced) == (500, "5.5.2"), where
+            self.mode = "cmd"
             return
         if self.mode == "auth":
             assert code in (334, 235) or code >= 400, where

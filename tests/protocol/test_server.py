@@ -239,7 +239,7 @@ def _xoauth2_error_challenge(h: Harness) -> None:
 @pytest.mark.parametrize(
     ("line", "reply"),
     [
-        (b"A" * (MAX_AUTH + 10) + b"\r\n", "500 5.5.2 Line too long"),
+        (b"A" * (MAX_AUTH + 10) + b"\r\n", "500 5.5.6 Authentication exchange line is too long"),
         (b"\n", "500 5.5.2 Bare CR or LF in command; lines must end with CRLF (RFC 5321 2.3.8)"),
     ],
     ids=["overlong", "bare-lf"],
@@ -456,7 +456,7 @@ def test_the_session_fixture_draws_every_kind_of_reply() -> None:
         "501 5.5.2",  # RCPT with \xff: not UTF-8
         "250 2.0.0",  # RSET
         "334 ",  # AUTH PLAIN
-        "500 5.5.2",  # its response, too long: the exchange ends
+        "500 5.5.6",  # its response, too long: the exchange ends (RFC 4954 6)
         *["250 2.0.0"] * NOOPS,
         "500 5.5.2",  # the over-long NOOP ended by a bare LF
         "500 5.5.2",  # the over-long NOOP
@@ -484,8 +484,88 @@ def test_a_too_long_sasl_response_ends_the_exchange_however_it_arrives() -> None
         h = Harness(settings)
         h.send(b"EHLO c.test\r\n")
         assert h.send(b"AUTH PLAIN\r\n") == ["334 "]
-        assert h.send(response[:cut]) + h.send(response[cut:]) == ["500 5.5.2 Line too long"]
+        assert h.send(response[:cut]) + h.send(response[cut:]) == [
+            "500 5.5.6 Authentication exchange line is too long"
+        ]
         assert h.send(b"NOOP\r\n") == ["250 2.0.0 OK"], cut
+
+
+AUTH_SETTINGS = ServerSettings(
+    hostname="mx.test", tls_active=True, auth_mechanisms=("PLAIN", "LOGIN", "CRAM-MD5")
+)
+
+
+@pytest.mark.parametrize("ending", [b"\r\n", b"\n"], ids=["CRLF", "bare LF"])
+@pytest.mark.parametrize("verb", [b"AUTH", b"auth"])
+def test_an_over_long_auth_command_is_500_5_5_6_however_it_arrives(verb: bytes, ending: bytes) -> None:
+    # RFC 4954 6: "500 5.5.6 Authentication Exchange line is too long"; it was 500 5.5.2, the
+    # code of any over-long command. An initial response is part of the exchange.
+    line = verb + b" PLAIN " + b"A" * (MAX_AUTH + 10) + ending
+    for cut in (len(line), MAX_AUTH + 5, 3):  # whole, over the limit before its end, or from its start
+        h = Harness(AUTH_SETTINGS)
+        h.send(b"EHLO c.test\r\n")
+        got = h.send(line[:cut]) + h.send(line[cut:])
+        assert got == ["500 5.5.6 Authentication exchange line is too long"], cut
+        assert h.send(b"NOOP\r\n") == ["250 2.0.0 OK"]
+        assert not any(isinstance(e, ev.AuthAttempt) for e in h.events)
+
+
+def test_an_auth_line_just_over_its_limit_is_500_5_5_6_and_other_commands_keep_5_5_2() -> None:
+    # Lines the engine reads whole but its command's limit refuses (CRLF included in the limit).
+    h = Harness(AUTH_SETTINGS)
+    h.send(b"EHLO c.test\r\n")
+    assert h.send(b"AUTH PLAIN " + b"A" * (MAX_AUTH - 12) + b"\r\n") == [
+        "500 5.5.6 Authentication exchange line is too long"
+    ]
+    assert h.send(b"AUTH LOGIN\r\n")[0].startswith("334 ")
+    assert h.send(b"A" * (MAX_AUTH - 1) + b"\r\n") == ["500 5.5.6 Authentication exchange line is too long"]
+    assert h.send(b"NOOP " + b"x" * MAX_AUTH + b"\r\n") == ["500 5.5.2 Line too long"]
+    assert h.send(b"NOOP " + b"x" * 600 + b"\r\n") == ["500 5.5.2 Line too long"]
+    assert h.send(b"MAIL FROM:<a@b.test> " + b"x" * 3000 + b"\r\n") == ["500 5.5.2 Line too long"]
+
+
+@pytest.mark.parametrize(
+    ("command", "first"),
+    [
+        (b"AUTH CRAM-MD5 ", "334 PD"),  # the challenge "<...>"
+        (b"AUTH LOGIN \t ", "334 VXNlcm5hbWU6"),
+        (b"AUTH PLAIN ", "334 "),
+        (
+            b"AUTH PLAIN " + base64.b64encode(b"\x00alice\x00secret") + b"  ",
+            "235 2.7.0 Authentication successful",
+        ),
+        (b"AUTH LOGIN " + base64.b64encode(b"alice") + b"\t", "334 UGFzc3dvcmQ6"),
+    ],
+    ids=["cram-md5", "login", "plain", "plain-initial-response", "login-initial-response"],
+)
+def test_trailing_white_space_after_auth_is_tolerated(command: bytes, first: str) -> None:
+    # RFC 5321 4.1.1: receivers SHOULD tolerate trailing white space. "AUTH CRAM-MD5 " and
+    # "AUTH LOGIN " were read as carrying an empty initial response and refused with 501, and
+    # an initial response followed by a space was a syntax error.
+    h = Harness(AUTH_SETTINGS)
+    h.send(b"EHLO c.test\r\n")
+    assert h.send(command + b"\r\n")[0].startswith(first)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "AUTH PLAIN\tAGFsaWNlAHNlY3JldA==",  # a tab is no separator: it was "504 Unrecognized"
+        "AUTH PLA\u0131N AGFsaWNlAHNlY3JldA==",  # dotless i upper-cases to I: it was PLAIN
+        "AUTH PLAIN\u017f",
+        "AUTH " + "X" * 21,
+        "AUTH PL@IN",
+        "AUTH",
+        "AUTH  PLAIN",
+    ],
+)
+def test_what_is_no_mechanism_name_is_a_syntax_error(command: str) -> None:
+    # RFC 4422 3.1: a mechanism name is 1 to 20 of A-Z, 0-9, "-", "_".
+    h = Harness(AUTH_SETTINGS)
+    h.send(b"EHLO c.test\r\n")
+    assert h.send(command.encode() + b"\r\n") == ["501 5.5.4 Syntax: AUTH mechanism [initial-response]"]
+    assert not any(isinstance(e, ev.AuthAttempt) for e in h.events)
+    assert h.send(b"AUTH x-unknown_1\r\n") == ["504 5.5.4 Unrecognized authentication type"]
 
 
 @settings(max_examples=300, deadline=None)

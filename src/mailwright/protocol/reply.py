@@ -207,6 +207,8 @@ class R:
     )
 
     LINE_TOO_LONG: ClassVar[Reply] = Reply(500, "5.5.2", "Line too long")
+    # RFC 4954 6: the AUTH command and the responses of its exchange have a code of their own.
+    AUTH_LINE_TOO_LONG: ClassVar[Reply] = Reply(500, "5.5.6", "Authentication exchange line is too long")
     BARE_LF_COMMAND: ClassVar[Reply] = Reply(
         500, "5.5.2", "Bare CR or LF in command; lines must end with CRLF (RFC 5321 2.3.8)"
     )

@@ -9,8 +9,9 @@ Invariants:
 - Which command is legal in which state is one table, `_ALLOWED`; nothing else decides it.
 - While an event awaits its reply nothing more is parsed, so replies keep command order.
 - Buffers are bounded: a command line longer than its command's limit (`MAX_COMMAND`,
-  `MAX_MAIL_RCPT`, `MAX_AUTH`) is answered with 500 5.5.2, and one longer than `MAX_AUTH` is
-  dropped as it arrives, with that same answer however the reads fell; DATA holds at most one
+  `MAX_MAIL_RCPT`, `MAX_AUTH`) is answered with 500 5.5.2 (500 5.5.6 for an AUTH command or a
+  SASL response, RFC 4954 6), and one longer than `MAX_AUTH` is dropped as it arrives, with
+  that same answer however the reads fell; DATA holds at most one
   partial text line; BDAT chunks are streamed, never held; the caller is expected to stop
   reading while `wants_read` is False (`MAX_PENDING` unparsed octets).
 - The replies, events and messages of a session do not depend on how its octets were split
@@ -56,6 +57,7 @@ MAX_AUTH: Final = 12288  # RFC 4954 4: AUTH lines and SASL responses
 MAX_PENDING: Final = 256 * 1024
 MAX_ERRORS: Final = 20  # as Postfix's smtpd_hard_error_limit
 MAX_JUNK: Final = 100  # as Postfix's smtpd_junk_command_limit: see _count_junk
+_MECH_CHARS: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 _REFILL: Final = 16 * 1024  # > MAX_AUTH: a full command line always fits in one refill
 _NO_MAIL_PARAMS: Final = MailParams()  # frozen: one shared value for "no transaction"
 
@@ -175,7 +177,8 @@ class ServerConnection:
         self._out: list[bytes] = []
         self._events: list[ev.Event] = []
         self._pending: ev.Event | None = None
-        self._discarding_line = False
+        # The answer to an over-long line being dropped as it arrives, chosen from its start.
+        self._discarding: Reply | None = None
         self._data: DataReceiver | None = None
         self._bdat_left = 0  # octets of the current BDAT chunk still to come
         self._bdat_last = False
@@ -366,22 +369,24 @@ class ServerConnection:
                 self._refill()
                 line, nxt, bare = take_line(self._text, 0)
             if nxt < 0:
-                if not self._discarding_line and len(self._text) - self._tpos <= MAX_AUTH:
-                    return False  # a line still arriving
-                self._discarding_line = True
+                if self._discarding is None:
+                    if len(self._text) - self._tpos <= MAX_AUTH:
+                        return False  # a line still arriving
+                    self._discarding = self._too_long(self._text[self._tpos : self._tpos + 5])
                 self._text, self._tpos = "", 0
                 return len(self._in) > 0
         if nxt == len(self._text):
             self._text, self._tpos = "", 0
         else:
             self._tpos = nxt
-        if self._discarding_line or len(line) > MAX_AUTH:
+        if self._discarding is not None or len(line) > MAX_AUTH:
             # Too long, whether it arrived whole or was dropped while it arrived (the same
             # answer either way, bare line end or not): an AUTH exchange ends with it.
-            self._discarding_line = False
+            reply = self._discarding or self._too_long(line[:5])
+            self._discarding = None
             if self.state is State.AUTH:
                 self._finish_auth()
-            self._error(R.LINE_TOO_LONG)
+            self._error(reply)
             return True
         if bare:
             if self.state is State.AUTH:  # as above: the exchange ends with its error reply
@@ -397,6 +402,12 @@ class ServerConnection:
             self._in[:0] = self._text[self._tpos :].encode("latin-1")
             self._text, self._tpos = "", 0
         return True
+
+    def _too_long(self, head: str) -> Reply:
+        """The answer to an over-long line that starts with `head` (its first 5 characters)."""
+        if self.state is State.AUTH or head.upper() == "AUTH ":
+            return R.AUTH_LINE_TOO_LONG
+        return R.LINE_TOO_LONG
 
     def _refill(self) -> None:
         """Move received octets to the text, at most _REFILL at a time: a body pipelined behind
@@ -423,7 +434,7 @@ class ServerConnection:
         verb = verb.upper() if ascii_line or verb.isascii() else "?"
         limit = MAX_AUTH if verb == "AUTH" else MAX_MAIL_RCPT if verb in ("MAIL", "RCPT") else MAX_COMMAND
         if len(line) + 2 > limit:
-            self._error(R.LINE_TOO_LONG)
+            self._error(R.AUTH_LINE_TOO_LONG if verb == "AUTH" else R.LINE_TOO_LONG)
             return
         if "\x00" in line:
             self._error(Reply(501, "5.5.2", "NUL octet in command"))
@@ -712,10 +723,14 @@ class ServerConnection:
         s = self.settings
         if self.authenticated:
             raise SMTPError(R.AUTH_ALREADY)
-        parts = arg.split(" ")
-        if not 1 <= len(parts) <= 2 or not parts[0]:
+        # RFC 5321 4.1.1: trailing white space is tolerated ("AUTH CRAM-MD5 " was read as
+        # carrying an empty initial response, which CRAM-MD5 and LOGIN refuse).
+        parts = arg.rstrip(" \t").split(" ")
+        # RFC 4422 3.1: 1 to 20 of A-Z, 0-9, "-" and "_" (any case here); anything else is no
+        # mechanism's name. ASCII first: str.upper() maps "\u0131" to "I", so "PLA\u0131N" was PLAIN.
+        name = parts[0].upper() if parts[0].isascii() else "?"
+        if not 1 <= len(parts) <= 2 or not 1 <= len(name) <= 20 or name.strip(_MECH_CHARS):
             raise SMTPError(Reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]"))
-        name = parts[0].upper()
         if not s.auth_mechanisms:
             raise SMTPError(Reply(502, "5.5.1", "AUTH not offered on this port"))
         if not self.tls_active and not s.allow_plaintext_auth:
@@ -731,7 +746,7 @@ class ServerConnection:
         mech = self._sasl
         try:
             if len(line) + 2 > MAX_AUTH:
-                raise SMTPError(R.LINE_TOO_LONG)
+                raise SMTPError(R.AUTH_LINE_TOO_LONG)
             if self._sasl_final is not None:
                 final, self._sasl_final = self._sasl_final, None
                 self._finish_auth()
