@@ -231,6 +231,17 @@ CASES: tuple[Case, ...] = (
     case("ir-star", b"AUTH PLAIN *\r\n", expect="501"),
     # -- PLAIN message contents (RFC 4616 2) ---------------------------------------------------
     case("plain-authzid-same", line(b"AUTH PLAIN " + plain(USER, USER, PASSWORD)), expect="235 2.7.0"),
+    # The same user, its domain written in another case, as the user store compares names.
+    case(
+        "plain-authzid-same-other-case",
+        line(b"AUTH PLAIN " + plain(USER.upper(), USER, PASSWORD)),
+        expect="535 5.7.8",
+    ),
+    case(
+        "plain-authzid-same-domain-case",
+        line(b"AUTH PLAIN " + plain(USER.replace("mx.test", "MX.Test"), USER, PASSWORD)),
+        expect="235 2.7.0",
+    ),
     # Acting for another user needs a right nobody has here: the credentials are refused.
     case(
         "plain-authzid-other", line(b"AUTH PLAIN " + plain("bob@mx.test", USER, PASSWORD)), expect="535 5.7.8"
@@ -398,6 +409,9 @@ DELIBERATE: dict[str, str] = {
     "double-space": "the separator is one SP (RFC 5321 4.1.1); Postfix splits at any white space",
     "bare-lf-response": "a line ends with CRLF only (RFC 5321 2.3.8), as everywhere in mailwright; "
     "Postfix takes a bare LF as a line end",
+    "plain-authzid-same-domain-case": "the authzid names the authenticated user as the user store "
+    "compares names (domains in any case; RFC 4616 2 lets a server take an authzid that is the "
+    "same user); Dovecot compares the text, so it asks for a master user's right",
 }
 
 
