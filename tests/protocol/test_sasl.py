@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mailwright.protocol.sasl as sasl_pkg
+from mailwright.protocol.events import AuthAttempt
 from mailwright.protocol.reply import R, SMTPError
 from mailwright.protocol.sasl import (
     MAX_FIELD,
@@ -524,3 +525,19 @@ def test_sasl_package_imports_no_io_modules() -> None:
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
+
+
+def test_credentials_repr_leaves_out_every_secret() -> None:
+    # An event or Credentials formatted into a log line or an exception text carries no secret.
+    for creds in (
+        server("PLAIN").start(b"\0alice@example.org\0s3cret-password"),
+        Credentials(
+            "CRAM-MD5", "alice", cram_challenge=b"<1.2@x>", cram_digest="b913a602c7eda7a495b4e6e7334d3890"
+        ),
+        Credentials("XOAUTH2", "alice", token="ya29.secret-token"),
+    ):
+        assert isinstance(creds, Credentials)
+        shown = repr(AuthAttempt(creds))
+        assert "alice" in shown
+        for secret in ("s3cret-password", "b913a602c7eda7a495b4e6e7334d3890", "ya29.secret-token"):
+            assert secret not in shown

@@ -12,9 +12,11 @@ import logging
 import pytest
 from queue_helpers import envelope
 
+from mailwright.log_format import MAX_SHOWN, TRUNCATED
 from mailwright.protocol.reply import R, SMTPError
 from mailwright.queue.commit_log import DELAY, MOST, CommitLog
 from mailwright.queue.committer import Job, Outcome
+from mailwright.queue.model import Envelope, Recipient
 
 
 class Body:
@@ -99,3 +101,25 @@ def test_nothing_is_held_below_info(caplog: pytest.LogCaptureFixture) -> None:
     assert cl.due() is None
     cl.flush()
     assert logged(caplog) == []
+
+
+def test_client_values_in_a_line_are_escaped_and_bounded(info: pytest.LogCaptureFixture) -> None:
+    # What a client chose: an SMTPUTF8 sender with a bidi override, a SASL identity with a C1
+    # CSI and a line separator, a HELO name as long as the engine allows (stored values are
+    # not re-checked by the log: it must hold whatever the envelope holds).
+    env = Envelope(
+        sender="\u202eevil@example.org",
+        recipients=(Recipient("bob@example.net"),),
+        client_ip="127.0.0.1",
+        helo="h" * 5000 + "\n",
+        auth_user="alice\u009b31m\u2028@example.org",
+        tls=True,
+    )
+    job = Job(body=Body(7), envelope=env, ticket=None)
+    cl = CommitLog()
+    cl.add([(job, "1AA", None)], now=0.0)
+    cl.flush()
+    ((line,),) = logged(info)
+    assert line.isprintable() and len(line) < 3 * MAX_SHOWN, line
+    assert line.startswith("1AA: from=<\\u202eevil@example.org>, size=7, nrcpt=1, client=hhh")
+    assert line.endswith(f"{TRUNCATED}[127.0.0.1], tls, auth=alice\\x9b31m\\u2028@example.org")

@@ -9,9 +9,14 @@ Invariants:
   lock, never creates or recovers anything, so it is safe while a server runs on the same directory.
 - Exit status: 0 on success, 1 for an unknown id or an unusable queue, 2 for usage errors. Problems
   are one line on stderr naming what went wrong; never a traceback.
-- `show` prints a message's headers (the sender's text) with every control character but TAB
-  and line feed written out as `\\xNN`, so that nothing in them reaches the terminal as an escape
-  sequence; `show --body` gives the stored bytes unchanged, for a pipe.
+- Every value a client chose (sender, recipients, HELO name, SASL identity, parameters, a remote
+  server's last reply) and every header line of `show` is printed through
+  `log_format.printable`: each character that is not printable, a control (ESC, CR, U+009B CSI),
+  a bidi override or isolate, a zero-width or other format character, a line separator, is
+  written as its backslash escape (`\\xNN`, `\\uNNNN`), so that nothing reaches the terminal as
+  an escape sequence or reorders, hides or splits what the operator reads; header lines keep
+  their TAB, values are cut at `log_format.MAX_SHOWN` characters. The queue keeps them as
+  received; `show --body` gives the stored bytes unchanged, for a pipe.
 
 Not responsible for: finding the queue directory from configuration (the caller passes `queue_dir`
 to `run`), or delivery (a released message is picked up by the scheduler).
@@ -26,16 +31,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from mailwright.log_format import printable
 from mailwright.queue.model import MessageInfo
 from mailwright.queue.sqlite import QueueUnusable, SQLiteQueueStore
 
 _PROG = "mailwright queue"
 _HEADER_LIMIT = 256 * 1024  # `show` prints at most this much of the header section
-# The C0 and C1 control characters and DEL, but TAB and the line feed that `show` ends lines with.
-# Sent to a terminal, a header's ESC or CSI starts an escape sequence (retitle the window, move
-# the cursor and overwrite lines already printed) and a bare CR (BDAT bodies may hold one) writes
-# the rest of a header over its start: a sender could hide or forge what the operator reads.
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -111,13 +112,13 @@ def _when(ts: float) -> str:
 
 def _format_message(info: MessageInfo) -> list[str]:
     mark = "!" if info.held else " "
-    head = f"{info.id}{mark} {info.size:>9} {_when(info.received_at)}  {info.sender or '<>'}"
+    head = f"{info.id}{mark} {info.size:>9} {_when(info.received_at)}  {printable(info.sender) or '<>'}"
     pad = " " * (len(info.id) + 33)
     lines = [head]
     for r in info.recipients:
         detail = f" ({r.attempts} attempt{'s' if r.attempts != 1 else ''}"
-        detail += f": {r.last_reply})" if r.last_reply else ")"
-        lines.append(f"{pad}{r.address}  [{r.state.value}]{detail if r.attempts else ''}")
+        detail += f": {printable(r.last_reply)})" if r.last_reply else ")"
+        lines.append(f"{pad}{printable(r.address)}  [{r.state.value}]{detail if r.attempts else ''}")
     return lines
 
 
@@ -161,24 +162,30 @@ def _show(store: SQLiteQueueStore, args: argparse.Namespace) -> int:
     print(f"Size:         {info.size} bytes")
     print(f"Received:     {time.strftime('%Y-%m-%d %H:%M:%S %z', time.localtime(info.received_at))}")
     tls = "TLS" if envelope.tls else "no TLS"
-    auth = f", authenticated as {envelope.auth_user}" if envelope.auth_user else ""
-    print(f"Client:       [{envelope.client_ip or '?'}] HELO {envelope.helo or '?'}, {tls}{auth}")
-    print(f"Sender:       <{envelope.sender}>{' ' + envelope.mail_params if envelope.mail_params else ''}")
+    auth = f", authenticated as {printable(envelope.auth_user)}" if envelope.auth_user else ""
+    helo = printable(envelope.helo) or "?"
+    print(f"Client:       [{printable(envelope.client_ip) or '?'}] HELO {helo}, {tls}{auth}")
+    params = f" {printable(envelope.mail_params)}" if envelope.mail_params else ""
+    print(f"Sender:       <{printable(envelope.sender)}>{params}")
     print("Recipients:")
     for rcpt, status in zip(envelope.recipients, info.recipients, strict=False):
         params = "".join(
-            f" {name}={value}" for name, value in (("NOTIFY", rcpt.notify), ("ORCPT", rcpt.orcpt)) if value
+            f" {name}={printable(value)}"
+            for name, value in (("NOTIFY", rcpt.notify), ("ORCPT", rcpt.orcpt))
+            if value
         )
         nxt = (
             f", next attempt {_when(status.next_attempt)}" if status.next_attempt and status.attempts else ""
         )
-        print(f"  <{rcpt.address}>{params}")
+        print(f"  <{printable(rcpt.address)}>{params}")
         print(f"      {status.state.value}, {status.attempts} attempt(s){nxt}")
         if status.last_reply:
-            print(f"      last reply: {status.last_reply}")
+            print(f"      last reply: {printable(status.last_reply)}")
     print("Headers:")
     text = _headers(body).decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n")
-    print(text.translate(_CONTROLS))
+    # Line by line, whole (the section is bounded by _HEADER_LIMIT): a bare CR (BDAT bodies may
+    # hold one) is escaped like any control, so it cannot write the rest of a field over its start.
+    print("\n".join(printable(line, None, keep="\t") for line in text.split("\n")))
     return 0
 
 

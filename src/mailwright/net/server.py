@@ -24,6 +24,8 @@ Invariants:
   handshake are held to the caps like any other (they are closed after `HANDSHAKE_TIMEOUT`).
 - No exception reaches the peer as a traceback: unexpected errors become 451 4.3.0 and
   are logged.
+- A value the client chose (HELO name, addresses, SASL identity) enters a log line only through
+  `log_format.printable`: escaped, bounded, so no line is forged and no terminal obeys it.
 
 Not responsible for: protocol rules (the engine), who may relay (policy), storage (queue).
 """
@@ -42,6 +44,7 @@ from typing import Any, cast
 
 from mailwright.limits.auth_failures import AuthFailureLimiter
 from mailwright.limits.connections import ConnectionLimits
+from mailwright.log_format import printable
 from mailwright.net.tls import session_facts
 from mailwright.policy.cleanup import HeaderCleanup, header_host, protocol_name, trace_name
 from mailwright.policy.relay import RelayPolicy, check_sender
@@ -448,7 +451,7 @@ class SMTPSession:
         log.info(
             "session of %s from %s closed at MAIL: the user was removed or its password changed "
             "since it authenticated",
-            credentials.authcid,
+            printable(credentials.authcid),
             self.peer_ip,
         )
         conn.close_with(R.AUTH_REVOKED)
@@ -579,12 +582,14 @@ class SMTPSession:
 
     def _log_refusal(self, verb: str, reply: Reply, sender: str, recipient: str | None) -> None:
         # Postfix's "NOQUEUE: reject:" line: why a client was turned away, in the log it reads.
+        # Every client-chosen value through `printable`: an SMTPUTF8 address may hold a bidi
+        # override, which a terminal showing the log would obey (log_format).
         conn = self.conn
-        helo = conn.helo if conn is not None and conn.helo else "unknown"
-        to = f" to=<{recipient}>" if recipient is not None else ""
+        helo = printable(conn.helo) if conn is not None and conn.helo else "unknown"
+        to = f" to=<{printable(recipient)}>" if recipient is not None else ""
         log.info(
             "NOQUEUE: reject: %s from %s[%s]: %s; from=<%s>%s listener=%s",
-            verb, helo, self.peer_ip, reply, sender, to, self.listener.name,
+            verb, helo, self.peer_ip, reply, printable(sender), to, self.listener.name,
         )  # fmt: skip
 
     async def _authenticate(self, event: ev.AuthAttempt) -> None:
@@ -608,7 +613,7 @@ class SMTPSession:
             log.info(
                 "AUTH %s ok for %s from %s",
                 event.credentials.mechanism,
-                event.credentials.authcid,
+                printable(event.credentials.authcid),  # as the client wrote it (log_format)
                 self.peer_ip,
             )
             conn.accept()

@@ -11,6 +11,11 @@ full prefix, so the file reads as if each had been logged alone) once the oldest
 interpreted Python plus a write to the log; one record per batch of ~3 messages still cost the
 master 8 to 10 µs a message under load, about 4 % of the server's CPU (docs/architecture.md).
 
+The sender, HELO name and SASL identity are the client's: when one of them is not printable or
+longer than `log_format.MAX_SHOWN`, all three go through `log_format.printable` (escaped,
+bounded), so no client character makes a line of its own, rewrites a terminal or reorders what it
+shows. The common case costs a `str.isprintable` of each (about 0.2 µs a message), no copy.
+
 Invariants: every line added is logged exactly once, in the order added, by `flush` at the
 latest; a line waits at most `DELAY` seconds provided the owner calls `flush_due` at least that
 often (`due` tells its next deadline). Below INFO nothing is formatted or held. Not thread-safe:
@@ -25,12 +30,18 @@ from __future__ import annotations
 import logging
 from typing import Final
 
+from mailwright.log_format import MAX_SHOWN, printable
 from mailwright.queue.committer import Outcome
 
 log = logging.getLogger("mailwright.queue")
 
 DELAY: Final = 0.1  # seconds the oldest held line may wait for company
 MOST: Final = 1000  # lines per record at most
+
+
+def _plain(text: str) -> bool:
+    """Shown as it is: printable and short (`log_format.printable` would return it unchanged)."""
+    return len(text) <= MAX_SHOWN and text.isprintable()
 
 
 class CommitLog:
@@ -51,11 +62,15 @@ class CommitLog:
             if queue_id is None:
                 continue
             env = job.envelope
+            sender, helo, user = env.sender, env.helo or "unknown", env.auth_user
+            if not (_plain(sender) and _plain(helo) and (user is None or _plain(user))):
+                sender, helo = printable(sender), printable(helo)
+                user = None if user is None else printable(user)
             tls = ", tls" if env.tls else ""
-            auth = f", auth={env.auth_user}" if env.auth_user else ""
+            auth = f", auth={user}" if user else ""
             lines.append(
-                f"{queue_id}: from=<{env.sender}>, size={job.body.size}, nrcpt={len(env.recipients)},"
-                f" client={env.helo or 'unknown'}[{env.client_ip}]{tls}{auth}"
+                f"{queue_id}: from=<{sender}>, size={job.body.size}, nrcpt={len(env.recipients)},"
+                f" client={helo}[{env.client_ip}]{tls}{auth}"
             )
         if len(lines) >= MOST:
             self.flush()

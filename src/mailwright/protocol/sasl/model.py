@@ -11,7 +11,8 @@ Invariants:
 - Identities are non-empty UTF-8 without control characters and at most `MAX_FIELD` octets;
   passwords are non-empty UTF-8 without NUL; bearer tokens follow RFC 6750 `b64token`.
 - `Credentials` carries what the client claimed, never a verdict: checking a password, a
-  CRAM-MD5 digest or a token is the caller's job (the users module).
+  CRAM-MD5 digest or a token is the caller's job (the users module). Its repr leaves out the
+  password, the CRAM-MD5 digest and the token.
 
 Not responsible for: base64-encoding challenges into 334 replies or counting failures (the
 SMTP engine does), and looking up users or secrets.
@@ -23,7 +24,7 @@ import binascii
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from mailwright.protocol.reply import R, Reply, SMTPError
@@ -56,10 +57,12 @@ class Credentials:
     mechanism: str
     authcid: str
     authzid: str | None = None
-    password: str | None = None
+    # Secrets out of repr: an event or a Credentials formatted into a log line or an exception
+    # text must not carry them.
+    password: str | None = field(default=None, repr=False)
     cram_challenge: bytes | None = None
-    cram_digest: str | None = None
-    token: str | None = None
+    cram_digest: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
 
     def verify_cram(self, secret: str) -> bool:
         """True when `cram_digest` is HMAC-MD5(secret, challenge) (RFC 2195 section 2)."""
