@@ -59,7 +59,7 @@ from mailwright.protocol.sasl import Credentials
 from mailwright.protocol.server import ServerSettings
 from mailwright.queue.sqlite import QueueLocked, QueueUnusable, SQLiteQueueStore
 from mailwright.queue.store import MessageSink
-from mailwright.users.store import UserError, UserStore, normalize_name
+from mailwright.users.store import UserError, UserStore, canonical_name
 
 log = logging.getLogger("mailwright")
 
@@ -96,8 +96,10 @@ def listener_settings(config: Config, lc: ListenerConfig, tls: bool) -> ServerSe
 
 def make_verifier(users: UserStore) -> Callable[[Credentials, str], Awaitable[bool]]:
     async def verify(cred: Credentials, listener: str) -> bool:
-        if cred.authzid and not _same_user(cred.authzid, cred.authcid):
-            return False  # acting for another user is not offered
+        # An authzid naming the same user as the store compares names ("a@EXAMPLE.org" is
+        # "a@example.org") acts for no one else; acting for another user is not offered.
+        if cred.authzid and canonical_name(cred.authzid) != canonical_name(cred.authcid):
+            return False
         if cred.password is not None:
             return await users.averify_password(cred.authcid, cred.password)
         if cred.cram_digest is not None:
@@ -106,15 +108,6 @@ def make_verifier(users: UserStore) -> Callable[[Credentials, str], Awaitable[bo
         return False
 
     return verify
-
-
-def _same_user(authzid: str, authcid: str) -> bool:
-    """Whether the two identities name one user as the store does ("a@EXAMPLE.org" is
-    "a@example.org"): a client that writes its authzid another way acts for no one else."""
-    try:
-        return normalize_name(authzid) == normalize_name(authcid)
-    except UserError:
-        return False
 
 
 def tls_material(config: Config) -> tuple[Path, Path]:
@@ -192,6 +185,7 @@ class Server:
             limiter=limiter,
             sender_must_be_owned=cfg.auth.sender_must_be_owned,
             stamp=users.credentials_stamp,
+            canonical=canonical_name,
         )
         self.ctx = ctx = ServerContext(
             store=self.store,

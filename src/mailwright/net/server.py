@@ -83,6 +83,7 @@ class AuthBackend:
         limiter: AuthFailureLimiter,
         sender_must_be_owned: bool,
         stamp: Callable[[str], str | None],
+        canonical: Callable[[str], str] = str,
     ) -> None:
         self.verify = verify
         self.owns = owns
@@ -91,6 +92,9 @@ class AuthBackend:
         # A user's credentials as they are now (UserStore.credentials_stamp), None once removed:
         # a session keeps the stamp it authenticated with and compares it at each MAIL.
         self.stamp = stamp
+        # The user's name as the store spells it (domain lower-cased, A-labels), for what the
+        # session records and logs: a client may write its name in any spelling the store takes.
+        self.canonical = canonical
 
 
 class ServerContext:
@@ -610,13 +614,18 @@ class SMTPSession:
         if ok:
             self.auth_credentials, self.auth_stamp = event.credentials, stamp
             auth.limiter.success(key)
+            written = event.credentials.authcid
+            user = auth.canonical(written)
             log.info(
-                "AUTH %s ok for %s from %s",
+                "AUTH %s ok for %s from %s%s",
                 event.credentials.mechanism,
-                printable(event.credentials.authcid),  # as the client wrote it (log_format)
+                printable(user),
                 self.peer_ip,
+                "" if user == written else f" (written {printable(written)})",  # log_format
             )
             conn.accept()
+            # Recorded (Envelope.auth_user, sender ownership) as the store's user, not as written.
+            conn.authenticated = user
             return
         delay = auth.limiter.failure(key)
         log.info("AUTH %s failed from %s", event.credentials.mechanism, self.peer_ip)

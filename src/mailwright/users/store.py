@@ -114,6 +114,14 @@ def normalize_name(name: str) -> str:
     return name
 
 
+def canonical_name(name: str) -> str:
+    """`name` as the store spells the user it names; unchanged when it is no valid user name."""
+    try:
+        return normalize_name(name)
+    except UserError:
+        return name
+
+
 def normalize_address(address: str) -> str:
     """Validate an owned-sender entry ("local@domain" or "@domain"); raises UserError."""
     local, at, domain = address.strip().rpartition("@")
