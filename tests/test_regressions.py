@@ -50,23 +50,25 @@ def _in_rcpt(h: Harness) -> None:
 def test_bdat_with_unicode_digit_size_does_not_raise() -> None:
     """protocol/server.py:467/472 — `str.isdigit()` accepts '²', `int('²')` raises ValueError.
 
-    Expected: 501 5.5.4 and the session goes on.  Actual: ValueError escapes `next_event()`
-    (the net server turns it into 451 + close + a logged traceback, for any peer)."""
+    Expected: a syntax error (now 521 5.5.4, which ends the session: the chunk that follows cannot
+    be delimited).  Actual: ValueError escapes `next_event()` (the net server turns it into 451 +
+    close + a logged traceback, for any peer)."""
     h = Harness()
     _in_rcpt(h)
     replies = h.send("BDAT \u00b2 LAST\r\n".encode())
-    assert replies and replies[-1].startswith("501"), replies
-    assert h.send(b"NOOP\r\n") == ["250 2.0.0 OK"]
+    assert replies and replies[-1].startswith("521 5.5.4"), replies
+    assert h.conn.closed
 
 
 def test_bdat_size_accepts_only_ascii_digits() -> None:
     """protocol/server.py:467 — '٣' (ARABIC-INDIC THREE) passes isdigit() and int() gives 3.
 
-    RFC 3030 chunk-size is 1*DIGIT (ASCII).  Expected: 501.  Actual: a 3-octet chunk is read."""
+    RFC 3030 chunk-size is 1*DIGIT (ASCII).  Expected: a syntax error (now 521 5.5.4, closing).
+    Actual: a 3-octet chunk is read."""
     h = Harness()
     _in_rcpt(h)
     replies = h.send("BDAT \u0663 LAST\r\nabc".encode())
-    assert replies and replies[0].startswith("501"), replies
+    assert replies and replies[0].startswith("521 5.5.4"), replies
 
 
 def test_error_limit_421_in_data_really_closes() -> None:

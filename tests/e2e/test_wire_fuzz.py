@@ -560,11 +560,24 @@ def bdat_args(raw: bytes) -> tuple[int, bool] | None:
     if (
         not 1 <= len(parts) <= 2
         or not (parts[0].isascii() and parts[0].isdigit())
-        or len(parts[0]) > 15
+        or len(parts[0].lstrip("0")) > 15
         or (len(parts) == 2 and parts[1].upper() != "LAST")
     ):
         return None
     return int(parts[0]), len(parts) == 2
+
+
+def bdat_unreadable(raw: bytes) -> bool:
+    """Whether the command-mode line `raw` is a BDAT command the server cannot take the size of:
+    it answers 521 5.5.4 and ends the session (protocol.server._cmd_bdat)."""
+    line, malformed = split_line(raw)
+    if malformed or verb_of(line) != "BDAT" or len(line) + 2 > line_limit("BDAT", False) or b"\0" in line:
+        return False
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return bdat_args(raw) is None
 
 
 def body_fault(content: bytes) -> bool:
@@ -680,6 +693,11 @@ class Mirror:
             self.mode = "closed"
             return
         assert unit is not None
+        if unit.kind == "line" and self.mode == "cmd" and bdat_unreadable(unit.raw):
+            assert (code, enhanced) == (521, "5.5.4"), where
+            self.mode = "closed"
+            return
+        assert code != 521, where
         if unit.kind == "body":
             self.mode, self.txn = "cmd", ""
             if body_fault(unit.raw[:-3]):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailwright.protocol.framing import MAX_TEXT_LINE, has_long_line, line_fault, take_line
+from mailwright.protocol.framing import MAX_TEXT_LINE, DataReceiver, has_long_line, line_fault, take_line
 from mailwright.protocol.reply import R, Reply
 
 
@@ -94,3 +94,28 @@ def test_take_line_matches_the_definition(pieces: list[bytes]) -> None:
         assert (line.encode("latin-1"), bare) == want, data
         assert text[nxt:].encode("latin-1") == bytes(reference), data
         pos = nxt
+
+
+def _fed_in_two(message: bytes, cut: int) -> tuple[DataReceiver, bytes]:
+    rx = DataReceiver(100_000)
+    body, after = rx.feed(message[:cut])
+    assert after is None
+    more, after = rx.feed(message[cut:])
+    assert after == b""
+    return rx, body + more
+
+
+def test_the_stuffing_dot_is_not_counted_in_the_line_limit_however_the_line_arrives() -> None:
+    """RFC 5321 4.5.3.1.6: 1000 octets with CRLF, "not counting the leading dot duplicated for
+    transparency". A stuffed line of 998 octets (999 on the wire) was refused with 550 5.6.0."""
+    for first in (b"", b"Subject: t\r\n\r\n"):
+        ok = first + b".." + b"y" * 997 + b"\r\n.\r\n"
+        too_long = first + b".." + b"y" * 998 + b"\r\n.\r\n"
+        for cut in range(1, len(ok)):
+            rx, body = _fed_in_two(ok, cut)
+            assert rx.failure is None, cut
+            assert body == first + b"." + b"y" * 997 + b"\r\n", cut
+            rx, _ = _fed_in_two(too_long, cut)
+            assert rx.failure == R.TEXT_LINE_TOO_LONG, cut
+        # A dot that is no stuffing counts as any octet would.
+        assert _fed_in_two(first + b"x." + b"y" * 997 + b"\r\n.\r\n", len(first) + 500)[0].failure is not None

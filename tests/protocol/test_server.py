@@ -790,3 +790,60 @@ def test_an_ip_address_without_brackets_is_a_bad_address() -> None:
     assert reply.startswith("501 5.1.7 Bad sender address syntax") and "[192.0.2.1]" in reply
     assert h.send(b"MAIL FROM:<a@[192.0.2.1]>\r\n") == ["250 2.1.0 Sender OK"]
     assert h.send(b"RCPT TO:<b@192.0.2.1>\r\n")[0].startswith("501 5.1.3 Bad recipient address syntax")
+
+
+def _in_rcpt() -> Harness:
+    h = Harness()
+    h.send(b"EHLO c.test\r\nMAIL FROM:<a@c.test>\r\nRCPT TO:<b@mx.test>\r\n")
+    return h
+
+
+INNER_TRANSACTION = b"MAIL FROM:<x@c.test>\r\nRCPT TO:<b@mx.test>\r\nBDAT 4 LAST\r\nevil"
+
+
+@pytest.mark.parametrize("args", ["", "x", "LAST", "-1 LAST", "+5", "5 LAST X", "5 FIRST", "5x", "9" * 16])
+def test_a_bdat_command_whose_chunk_cannot_be_delimited_ends_the_session(args: str) -> None:
+    """Answered 501 and read on, the chunk's octets were commands: a chunk holding a transaction
+    queued a message of its own. Now the session ends (521 5.5.4, as Postfix) and nothing runs."""
+    h = _in_rcpt()
+    command = b"BDAT " + args.encode() if args else b"BDAT"
+    replies = h.send(command + b"\r\n" + INNER_TRANSACTION)
+    assert replies == ["521 5.5.4 Syntax: BDAT size [LAST]; closing, as the chunk cannot be delimited"]
+    assert h.conn.closed and h.messages == []
+    assert [type(e) for e in h.events[-2:]] == [ev.TransactionReset, ev.Closing]
+    assert h.send(b"NOOP\r\n") == []
+
+
+def test_a_bdat_size_may_have_any_number_of_leading_zeros() -> None:
+    """chunk-size = 1*DIGIT (RFC 3030): twenty digits of which 19 are zeros was refused as too
+    long, and its chunk then read as commands."""
+    h = _in_rcpt()
+    assert h.send(b"BDAT %020d LAST\r\nabc" % 3) == ["250 2.0.0 OK queued as Q1"]
+    assert h.messages == [b"abc"]
+
+
+@pytest.mark.parametrize("command", [b"DATA", b"RCPT TO:<c@mx.test>"])
+def test_data_or_rcpt_after_a_bdat_chunk_says_why_it_is_refused(command: bytes) -> None:
+    """RFC 3030 3: 503 for DATA after BDAT, then RSET. The reply said "Send MAIL first", which
+    the client had done."""
+    h = _in_rcpt()
+    assert h.send(b"BDAT 3\r\nabc") == ["250 2.0.0 3 octets received"]
+    verb = command.split()[0].decode()
+    assert h.send(command + b"\r\n") == [
+        f"503 5.5.1 {verb} not permitted after BDAT; send RSET to start over"
+    ]
+    assert h.send(b"BDAT 0 LAST\r\n") == ["250 2.0.0 OK queued as Q1"]  # the transaction is intact
+    assert h.messages == [b"abc"]
+
+
+def test_empty_chunks_count_as_junk_commands() -> None:
+    """An empty chunk that is not the last moves nothing forward and restarts the idle time-out:
+    a client sent them for ever. Past MAX_JUNK each one counts as an error, as a NOOP does."""
+    h = _in_rcpt()
+    replies = h.send(b"BDAT 0\r\n" * (MAX_JUNK + MAX_ERRORS + 5))
+    assert replies.count("250 2.0.0 0 octets received") == MAX_JUNK + MAX_ERRORS
+    assert replies[-1].startswith("421 4.7.0") and h.conn.closed
+    # Chunks that carry octets, and the empty last one, are no junk.
+    h = _in_rcpt()
+    replies = h.send(b"BDAT 1\r\nx" * (MAX_JUNK + MAX_ERRORS + 5) + b"BDAT 0 LAST\r\n")
+    assert replies[-1] == "250 2.0.0 OK queued as Q1" and not h.conn.closed

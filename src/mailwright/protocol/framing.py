@@ -9,7 +9,8 @@ the message.  The rules, strict on purpose (SMTP smuggling, CVE-2023-51764/5/6):
   "\\n.\\n", "\\r.\\r", "\\r\\n.\\r", "\\n.\\r\\n", "\\r.\\r\\n" ... can end the message or start
   a second one: they stay inside it, and the message is then refused as a whole (550 5.6.0)
   at the real terminator, so the peer and we agree on where every message ends.
-- A text line longer than 998 octets plus CRLF (RFC 5321 4.5.3.1.6) fails the message.
+- A text line longer than 998 octets plus CRLF (RFC 5321 4.5.3.1.6), its stuffing dot not
+  counted, fails the message.
 - Bytes beyond the size limit are counted, not kept; the message fails with 552 5.3.4.
 - Memory is bounded: at most one partial line (<= 1000 octets) is held between feeds.
 
@@ -69,7 +70,9 @@ class DataReceiver:
         return out, None
 
     def _hold_partial(self, rest: bytes) -> None:
-        if len(rest) >= MAX_TEXT_LINE:
+        # A partial line holds no CRLF but may end in its CR: 998 octets and the CR may wait,
+        # one more if a dot starts it, as that dot is stuffing or goes (4.5.3.1.6).
+        if len(rest) >= MAX_TEXT_LINE + (rest[:1] == b"."):
             self._fail(R.TEXT_LINE_TOO_LONG)
             self._skip_to_eol = True
             self._partial = b"\r" if rest.endswith(b"\r") else b""
@@ -104,7 +107,9 @@ class DataReceiver:
             pos = nxt + 2 if nxt >= 0 else -1
         pieces.append(region[start:end])
         body = b"".join(pieces) if len(pieces) > 1 else pieces[0]
-        self._check(region[:end])
+        # The lines as unstuffed: RFC 5321 4.5.3.1.6's 1000 octets do "not count the leading dot
+        # duplicated for transparency". Unstuffing leaves every CR and LF where it was.
+        self._check(body)
         self.size += len(body)
         if self.size > self.max_size:
             self._fail(R.MESSAGE_TOO_BIG)

@@ -21,6 +21,9 @@ Invariants:
   section 6: plaintext pipelined after STARTTLS must not survive the handshake), and the
   session then starts over, EHLO first. Meanwhile `wants_read` is False: what arrives after
   the 220 is the client's handshake, for the caller's TLS layer.
+- BDAT chunks are read whether their command is accepted or refused (RFC 3030 2), so no chunk
+  octet is ever read as a command; a BDAT command whose size cannot be read ends the session
+  (521 5.5.4), since nothing then tells the chunk that follows from commands.
 - No user input ever raises: every bad line gets a reply with an enhanced status code.
   `LocalProtocolError` is raised only when the *caller* misuses the engine.
 
@@ -496,6 +499,9 @@ class ServerConnection:
             return Reply(503, "5.5.1", "Send EHLO or HELO first")
         if verb == "MAIL" and self.state in (State.MAIL, State.RCPT, State.BDAT):
             return Reply(503, "5.5.1", "Sender already specified; send RSET to start over")
+        if verb in ("RCPT", "DATA") and self.state is State.BDAT:
+            # RFC 3030 3: no DATA after BDAT in a transaction, and its recipients are settled.
+            return Reply(503, "5.5.1", f"{verb} not permitted after BDAT; send RSET to start over")
         if verb in ("RCPT", "DATA", "BDAT"):
             return Reply(503, "5.5.1", "Send MAIL first")
         if verb == "AUTH" and self.state is State.CONNECTED:
@@ -596,10 +602,22 @@ class ServerConnection:
         if (
             not 1 <= len(parts) <= 2
             or not (parts[0].isascii() and parts[0].isdigit())
-            or len(parts[0]) > 15
+            # chunk-size is 1*DIGIT (RFC 3030 2): zeros in front change nothing; past 15 digits
+            # (a petabyte) it is no size a client sends.
+            or len(parts[0].lstrip("0")) > 15
             or (len(parts) == 2 and parts[1].upper() != "LAST")
         ):
-            raise SMTPError(Reply(501, "5.5.4", "Syntax: BDAT size [LAST]"))
+            # A chunk follows, and without its size nothing tells its octets from commands:
+            # answered and read on, they were commands (a chunk holding "MAIL FROM:..." made a
+            # transaction of its own). So the session ends here, as Postfix's smtpd ends it.
+            bye = Reply(521, "5.5.4", "Syntax: BDAT size [LAST]; closing, as the chunk cannot be delimited")
+            if self.state in (State.MAIL, State.RCPT, State.BDAT):
+                self._emit(ev.TransactionReset())
+            self._reset_transaction()
+            self._queue(bye)
+            self.state = State.CLOSED
+            self._emit(ev.Closing(bye))
+            return
         size = int(parts[0])
         last = len(parts) == 2
         self._bdat_left = size
@@ -617,6 +635,10 @@ class ServerConnection:
             self._emit(ev.BodyStart(chunked=True))
         if size == 0:
             self._end_bdat_chunk()
+            if not last and self.state is State.BDAT:
+                # An empty chunk that is not the last moves nothing forward, yet restarts the
+                # idle time-out as a NOOP does: it counts as one (Postfix refuses it outright).
+                self._count_junk()
 
     def _step_bdat(self) -> bool:
         if not self._in:
