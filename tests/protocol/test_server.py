@@ -847,3 +847,69 @@ def test_empty_chunks_count_as_junk_commands() -> None:
     h = _in_rcpt()
     replies = h.send(b"BDAT 1\r\nx" * (MAX_JUNK + MAX_ERRORS + 5) + b"BDAT 0 LAST\r\n")
     assert replies[-1] == "250 2.0.0 OK queued as Q1" and not h.conn.closed
+
+
+@pytest.mark.parametrize(
+    ("line", "reply"),
+    [
+        (b"QUIT\t", "221 2.0.0 mx.test closing connection"),
+        (b"RSET\t", "250 2.0.0 Reset OK"),
+        (b"NOOP\t", "250 2.0.0 OK"),
+        (b"noop\t \t", "250 2.0.0 OK"),
+        (b"HELP\t", "214 2.0.0 *"),
+        (b"STARTTLS\t", "220 2.0.0 Ready to start TLS"),
+        (b"EHLO\t", "501 5.5.4 Syntax: EHLO hostname"),
+        (b"VRFY\t", "501 5.5.4 Syntax: VRFY address"),
+        # Only trailing white space: a tab is still no separator between verb and argument.
+        (b"NOOP\tx", "500 5.5.1 Command unrecognized"),
+        (b"QUIT\t now", "500 5.5.1 Command unrecognized"),
+        (b"EHLO\tc.test", "500 5.5.1 Command unrecognized"),
+        (b"\t", "500 5.5.1 Command unrecognized"),
+    ],
+)
+def test_trailing_white_space_after_a_verb_is_tolerated(line: bytes, reply: str) -> None:
+    # RFC 5321 4.1.1: "SMTP receivers SHOULD tolerate trailing white space before the terminating
+    # <CRLF>". "QUIT\t" was 500 5.5.1 and the client waited for a 221 that never came.
+    h = Harness()
+    h.send(b"EHLO c.test\r\n")
+    [got] = h.send(line + b"\r\n")
+    assert got == reply or (reply.endswith("*") and got.startswith(reply[:-1])), got
+    assert h.conn.closed == (line == b"QUIT\t")
+
+
+def test_rset_with_a_trailing_tab_ends_the_transaction() -> None:
+    h = Harness()
+    h.send(b"EHLO c.test\r\nMAIL FROM:<a@c.test>\r\n")
+    assert h.send(b"RSET\t\r\nRCPT TO:<b@mx.test>\r\n") == ["250 2.0.0 Reset OK", "503 5.5.1 Send MAIL first"]
+    assert any(isinstance(e, ev.TransactionReset) for e in h.events)
+
+
+@pytest.mark.parametrize("verb", [b"EHLO", b"HELO"])
+@pytest.mark.parametrize("name", [b"x" * 505, "\u00fc".encode() * 252, b"d" * 63 + b"." + b"e" * 441])
+def test_a_hello_reply_line_stays_within_512_octets(verb: bytes, name: bytes) -> None:
+    # RFC 5321 4.5.3.1.5: 512 octets with the code and CRLF. The longest name a 512-octet command
+    # line holds, echoed in "mx.test Hello <name>", made a 525-octet line; now the name is left out.
+    h = Harness()
+    replies = h.send(verb + b" " + name + b"\r\n")
+    assert all(len(line.encode()) + 2 <= 512 for line in replies), [len(x) for x in replies]
+    assert replies[0] in ("250-mx.test", "250 mx.test")
+    assert isinstance(h.events[0], ev.Hello) and h.events[0].hostname == name.decode()  # accepted
+
+
+def test_a_hello_name_that_fits_is_echoed() -> None:
+    h = Harness()
+    name = "d" * (512 - len("250-mx.test Hello ") - 2)
+    assert h.send(f"EHLO {name}\r\n".encode())[0] == f"250-mx.test Hello {name}"
+    assert h.send(f"HELO {name}x\r\n".encode()) == ["250 mx.test"]
+
+
+def test_expn_counts_as_an_error() -> None:
+    # EXPN was answered 502 without counting, so a client could hold its connection for ever with
+    # it (each reply restarts the idle time-out), past the error limit and the junk limit alike.
+    h = Harness()
+    h.send(b"EHLO c.test\r\n")
+    replies = h.send(b"EXPN staff\r\n" * (MAX_ERRORS + 5))
+    assert replies == ["502 5.5.1 EXPN is disabled"] * MAX_ERRORS + [
+        "421 4.7.0 mx.test Too many errors, closing connection"
+    ]
+    assert h.conn.closed
