@@ -155,14 +155,16 @@ def test_ten_megabyte_command_line_is_refused_in_bounded_memory(make_server: Ser
 
 
 def test_command_flood_without_reading_replies_is_backpressured(make_server: ServerFactory) -> None:
-    # EHLO, not NOOP: past the junk-command limit a NOOP flood is cut off (the test below),
-    # and this one is about the replies nobody reads. Each EHLO is answered with ~200 octets.
-    srv = make_server("flood")
+    # Recipients of one transaction, not NOOPs or EHLOs: past the junk-command limit those are cut
+    # off (the test below), and this one is about the replies nobody reads. A transaction may hold
+    # as many recipients as max_recipients allows, so this flood is one a client may send.
+    srv = make_server("flood", limits="max_recipients = 10000000")
     assert_healthy(srv)
     before = rss(srv)
     sock = socket.create_connection(("127.0.0.1", srv.ports["mx"]), timeout=5)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # we never read: keep this small
-    flood = b"EHLO flood.test\r\n" * 100_000
+    rcpt = b"RCPT TO:<u@mx.test>\r\n"
+    flood = b"EHLO flood.test\r\nMAIL FROM:<f@flood.test>\r\n" + rcpt * 100_000
     sock.settimeout(5.0)
     try:
         sock.sendall(flood)
@@ -171,13 +173,13 @@ def test_command_flood_without_reading_replies_is_backpressured(make_server: Ser
         flood_sent = False  # the server stopped reading before all of it: backpressure already
     time.sleep(0.5)  # let the server chew on what it has
     growth = peak_rss(srv) - before
-    assert growth < 50 * MiB, f"RSS grew by {growth / MiB:.1f} MiB for 100,000 unread EHLOs"
+    assert growth < 50 * MiB, f"RSS grew by {growth / MiB:.1f} MiB for 100,000 unread RCPTs"
 
     # Keep pushing: if the server honours backpressure, our send blocks long before 64 MB,
     # however large the kernel's socket buffers are.
     sent = len(flood) if flood_sent else 0
     blocked = not flood_sent
-    burst = b"EHLO flood.test\r\n" * 20_000
+    burst = rcpt * 20_000
     sock.setblocking(False)
     deadline = time.monotonic() + 15
     while not blocked and sent < 64 * MiB and time.monotonic() < deadline:
@@ -187,7 +189,7 @@ def test_command_flood_without_reading_replies_is_backpressured(make_server: Ser
             # Full: wait a little in case the server is merely slow, then call it blocked.
             _, writable, _ = select.select([], [sock], [], 1.0)
             blocked = not writable
-    assert blocked, f"sent {sent / MiB:.1f} MiB of EHLOs without the server ever pushing back"
+    assert blocked, f"sent {sent / MiB:.1f} MiB of RCPTs without the server ever pushing back"
     growth = peak_rss(srv) - before
     assert growth < 50 * MiB, f"RSS grew by {growth / MiB:.1f} MiB under a reply-less flood"
     sock.close()

@@ -913,3 +913,27 @@ def test_expn_counts_as_an_error() -> None:
         "421 4.7.0 mx.test Too many errors, closing connection"
     ]
     assert h.conn.closed
+
+
+@pytest.mark.parametrize("verb", [b"EHLO", b"HELO"])
+def test_a_hello_loop_ends_at_the_junk_command_limit(verb: bytes) -> None:
+    # Each Hello restarts the idle time-out like a NOOP; uncounted, a client could hold its
+    # connection for ever with EHLO alone. Counted as Postfix counts them: MAX_JUNK + 1 Hellos are
+    # free (the count before the command is compared), then each is an error too, and the 421
+    # follows the last Hello's reply.
+    h = Harness()
+    free = MAX_JUNK + 1
+    replies = h.send((verb + b" c.test\r\n") * (free + MAX_ERRORS - 1))
+    assert not h.conn.closed and h.conn.errors == MAX_ERRORS - 1
+    assert sum(1 for r in replies if r.startswith("250 ")) == free + MAX_ERRORS - 1
+    replies = h.send(verb + b" c.test\r\n")
+    assert replies[-2].startswith("250 ") and replies[-1].startswith("421 4.7.0"), replies[-2:]
+    assert h.conn.closed
+
+
+def test_an_accepted_message_resets_the_count_of_hellos() -> None:
+    h = Harness()
+    h.send(b"EHLO c.test\r\n" * (MAX_JUNK + 1))
+    h.send(b"MAIL FROM:<a@c.test>\r\nRCPT TO:<b@mx.test>\r\nDATA\r\nhi\r\n.\r\n")
+    h.send(b"EHLO c.test\r\n" * MAX_JUNK)
+    assert h.conn.errors == 0 and not h.conn.closed

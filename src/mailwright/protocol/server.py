@@ -176,7 +176,7 @@ class ServerConnection:
         self.mail_params = _NO_MAIL_PARAMS
         self.recipient_count = 0
         self.errors = 0
-        self.junk = 0  # NOOP, RSET, VRFY and HELP since the last message accepted
+        self.junk = 0  # HELO, EHLO, NOOP, RSET, VRFY and HELP since the last message accepted
         self._in = bytearray()  # received octets not yet looked at
         # Command-mode input taken from _in, decoded as Latin-1 (one character per octet, see
         # framing.take_line); _text[_tpos:] comes before whatever _in holds.  Empty whenever
@@ -262,6 +262,9 @@ class ServerConnection:
             self.state = State.READY
             default = self._hello_reply(event)  # also records what this session offers
             self._queue(reply or default)
+            # Counted once answered, so a 421 at the limit follows the Hello's reply: an EHLO loop
+            # held a connection for ever (Postfix counts HELO and EHLO as junk commands too).
+            self._count_junk()
         elif isinstance(event, ev.Mail):
             self.mail_params = event.params
             self.recipient_count = 0
@@ -338,12 +341,14 @@ class ServerConnection:
         self._count_error()
 
     def _count_junk(self) -> None:
-        """NOOP, RSET, VRFY and HELP cost a client nothing and each restarts its idle time-out,
-        so past MAX_JUNK of them since the last accepted message each also counts as an error
-        (its reply stays the same): a client cannot hold a connection for ever with them alone.
-        Postfix counts NOOP, VRFY, ETRN and RSET; HELP is answered here, so it counts too."""
-        self.junk += 1
-        if self.junk > MAX_JUNK:
+        """HELO, EHLO, NOOP, RSET, VRFY and HELP cost a client nothing and each restarts its idle
+        time-out, so past MAX_JUNK of them since the last accepted message each also counts as an
+        error (its reply stays the same): a client cannot hold a connection for ever with them
+        alone. As Postfix, whose smtpd counts the same (ETRN for HELP) and compares the count
+        from before the command (`junk_cmds++ > limit`)."""
+        junk = self.junk
+        self.junk = junk + 1
+        if junk > MAX_JUNK:
             self._count_error()
 
     def _count_error(self) -> None:
