@@ -937,3 +937,21 @@ def test_an_accepted_message_resets_the_count_of_hellos() -> None:
     h.send(b"MAIL FROM:<a@c.test>\r\nRCPT TO:<b@mx.test>\r\nDATA\r\nhi\r\n.\r\n")
     h.send(b"EHLO c.test\r\n" * MAX_JUNK)
     assert h.conn.errors == 0 and not h.conn.closed
+
+
+@pytest.mark.parametrize(
+    ("settings", "reply"),
+    [
+        (ServerSettings(hostname="mx.test"), "502 5.5.1 STARTTLS not offered"),  # no TLS here
+        (ServerSettings(hostname="mx.test", tls_active=True), "503 5.5.1 TLS already active"),  # 465
+    ],
+)
+def test_starttls_where_it_is_not_offered_is_refused_and_the_session_goes_on(
+    settings: ServerSettings, reply: str
+) -> None:
+    h = Harness(settings)
+    ehlo = h.send(b"EHLO c.test\r\n")
+    assert not any("STARTTLS" in line for line in ehlo)  # RFC 3207 4.2, and nothing to offer
+    assert h.send(b"STARTTLS\r\nNOOP\r\n") == [reply, "250 2.0.0 OK"]
+    assert not any(isinstance(e, ev.StartTLS) for e in h.events)
+    assert h.send(b"MAIL FROM:<a@c.test>\r\n") == ["250 2.1.0 Sender OK"]
