@@ -93,6 +93,7 @@ def c(
 
 
 OK, HELLO = "250 2.0.0", "250"  # HELLO: the EHLO/HELO reply carries no enhanced code (RFC 2034 3)
+HELLO_SYNTAX = "501"  # nor does a refusal of HELO/EHLO: "any response to HELO or EHLO" (RFC 2034 3)
 SYNTAX = "501 5.5.4"  # RFC 3463 5.5.4: invalid command arguments
 UNKNOWN = "500 5.5.1"  # RFC 5321 4.2.4 500; RFC 3463 5.5.1 invalid command
 SEQUENCE = "503 5.5.1"
@@ -133,17 +134,17 @@ c("ehlo-255", "none", "EHLO " + LONG_NAME, HELLO)
 c("ehlo-505", "none", "EHLO " + "x" * 505, HELLO)  # the longest line of 512 octets
 c("ehlo-506", "none", "EHLO " + "x" * 506, TOO_LONG, says="too long")
 c("ehlo-semicolon", "none", "EHLO a;b", HELLO)  # neutered in Received: (policy.cleanup)
-c("ehlo-empty", "none", "EHLO", SYNTAX, says="EHLO hostname")
-c("ehlo-empty-tab", "none", "EHLO\t", SYNTAX, says="EHLO hostname")
-c("ehlo-space-only", "none", "EHLO ", SYNTAX, says="EHLO hostname")
-c("helo-empty", "none", "HELO", SYNTAX, says="HELO hostname")
-c("ehlo-two-words", "none", "EHLO client.test extra", SYNTAX, says="EHLO hostname")
-c("helo-two-words", "none", "HELO my host", SYNTAX, says="HELO hostname")
+c("ehlo-empty", "none", "EHLO", HELLO_SYNTAX, says="EHLO hostname")
+c("ehlo-empty-tab", "none", "EHLO\t", HELLO_SYNTAX, says="EHLO hostname")
+c("ehlo-space-only", "none", "EHLO ", HELLO_SYNTAX, says="EHLO hostname")
+c("helo-empty", "none", "HELO", HELLO_SYNTAX, says="HELO hostname")
+c("ehlo-two-words", "none", "EHLO client.test extra", HELLO_SYNTAX, says="EHLO hostname")
+c("helo-two-words", "none", "HELO my host", HELLO_SYNTAX, says="HELO hostname")
 c("ehlo-two-spaces", "none", "EHLO  client.test", HELLO)
 c("ehlo-trailing-space", "none", "EHLO client.test ", HELLO)
 c("ehlo-trailing-tab", "none", "EHLO client.test\t", HELLO)  # RFC 5321 4.1.1: trailing white space
 c("ehlo-tab-separator", "none", "EHLO\tclient.test", UNKNOWN)  # SP only (4.1.1.1)
-c("ehlo-control", "none", b"EHLO a\x01b", SYNTAX, says="EHLO hostname")
+c("ehlo-control", "none", b"EHLO a\x01b", HELLO_SYNTAX, says="EHLO hostname")
 c("ehlo-nul", "none", b"EHLO a\x00b", "501 5.5.2", says="NUL")
 # A bare LF ends the line, which is refused (RFC 5321 2.3.8): one reply per line, as the client counts.
 c("ehlo-bare-lf", "none", b"EHLO a\nb", "500 5.5.2", UNKNOWN)
@@ -154,7 +155,7 @@ c("helo-after-ehlo", "ehlo", "HELO client.test", HELLO, lacks="PIPELINING")
 c("ehlo-resets-rcpt", "rcpt", (EHLO, RCPT), HELLO, SEQUENCE)
 c("ehlo-resets-mail", "mail", (EHLO, "DATA"), HELLO, SEQUENCE)
 c("helo-resets-rcpt", "rcpt", ("HELO client.test", RCPT), HELLO, SEQUENCE)
-c("ehlo-refused-keeps-mail", "mail", ("EHLO", RCPT), SYNTAX, RCPT_OK)
+c("ehlo-refused-keeps-mail", "mail", ("EHLO", RCPT), HELLO_SYNTAX, RCPT_OK)
 c("ehlo-mail-again-after-ehlo", "rcpt", (EHLO, "MAIL FROM:<t@client.test>"), HELLO, "250 2.1.0")
 # RFC 3207 4.2: after the handshake the client starts over, and STARTTLS is no longer offered.
 c("ehlo-after-tls", "tls", EHLO, HELLO, says="PIPELINING", lacks="STARTTLS")

@@ -366,8 +366,8 @@ c("quit-arg", "ehlo", "QUIT now", "221 2.0.0")  # refusing a QUIT helps nobody
 c("help-arg", "ehlo", "HELP MAIL", "214 2.0.0")
 c("vrfy-empty", "ehlo", "VRFY", BAD_PARAM, "VRFY")
 c("expn", "ehlo", "EXPN list", "502 5.5.1")
-c("ehlo-empty", "none", "EHLO", BAD_PARAM, "EHLO")
-c("helo-two-words", "none", "HELO a b", BAD_PARAM, "HELO")
+c("ehlo-empty", "none", "EHLO", "501", "EHLO")  # no enhanced code on a reply to EHLO (RFC 2034 3)
+c("helo-two-words", "none", "HELO a b", "501", "HELO")
 c("starttls-arg", "ehlo", "STARTTLS x", BAD_PARAM, "STARTTLS")
 
 # Where Postfix's reply class differs from mailwright's, by this project's choice. Postfix 3.7

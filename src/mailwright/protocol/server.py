@@ -64,6 +64,11 @@ MAX_JUNK: Final = 100  # as Postfix's smtpd_junk_command_limit: see _count_junk
 _MECH_CHARS: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 _REFILL: Final = 16 * 1024  # > MAX_AUTH: a full command line always fits in one refill
 _EXPN_DISABLED: Final = Reply(502, "5.5.1", "EXPN is disabled")
+# RFC 2034 3: "all 2xx, 4xx, and 5xx SMTP responses other than the initial greeting and any
+# response to HELO or EHLO" carry an enhanced code; before its first EHLO reply the client cannot
+# know that they are enhanced codes. Postfix, Exim and Dovecot send these without one.
+_EHLO_SYNTAX: Final = Reply(501, None, "Syntax: EHLO hostname")
+_HELO_SYNTAX: Final = Reply(501, None, "Syntax: HELO hostname")
 _NO_MAIL_PARAMS: Final = MailParams()  # frozen: one shared value for "no transaction"
 
 
@@ -541,7 +546,7 @@ class ServerConnection:
         # isprintable: no control character, and no line or paragraph separator, which would
         # otherwise travel in the Hello reply and the Received header.
         if not name or " " in name or not name.isprintable():
-            raise SMTPError(Reply(501, "5.5.4", f"Syntax: {'EHLO' if extended else 'HELO'} hostname"))
+            raise SMTPError(_EHLO_SYNTAX if extended else _HELO_SYNTAX)
         self._emit(ev.Hello(name, extended))
 
     def enabled_extensions(self) -> frozenset[str]:
