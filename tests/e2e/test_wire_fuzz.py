@@ -23,9 +23,11 @@ The promises checked, after every session:
    so a server that framed input differently from what it promises (a smuggled end of data, a
    BDAT chunk miscounted) desynchronises the replies and fails here. Every reply is well-formed
    (each line `\\d{3}[ -]` ending in CRLF, one code per reply, valid UTF-8), and every 2xx, 4xx
-   and 5xx reply except the greeting and the 250 to EHLO/HELO starts with an enhanced status
-   code of its class. mailwright advertises ENHANCEDSTATUSCODES on every listener and its engine
-   promises a code on every reply (protocol/server.py), so this holds from the first reply on.
+   and 5xx reply except the greeting and the replies to EHLO/HELO starts with an enhanced status
+   code of its class (RFC 2034 3 exempts "any response to HELO or EHLO": the 250 and the 501 to a
+   bad name carry none; a reply to an EHLO line that has one must fit its class). mailwright
+   advertises ENHANCEDSTATUSCODES on every listener and its engine promises a code on every
+   other reply (protocol/server.py), so this holds from the first reply on.
    The replies that the rules in docs/architecture.md fix are checked as such: 500 5.5.2 for a
    line with a bare CR or LF or over its length limit (500 5.5.6 for an AUTH command or SASL
    response over it, RFC 4954 6), 501 5.5.2 for a NUL, 550 5.6.0 for a body
@@ -534,8 +536,11 @@ def split_line(raw: bytes) -> tuple[bytes, bool]:
 
 
 def verb_of(line: bytes) -> str:
-    """The verb as the engine reads it: an ASCII word before the first space, upper-cased."""
-    word = line.partition(b" ")[0]
+    """The verb as the engine reads it: an ASCII word before the first space, upper-cased, without
+    the tabs of a line that holds nothing else (RFC 5321 4.1.1: trailing white space)."""
+    word, _, rest = line.partition(b" ")
+    if word.endswith(b"\t") and not rest.strip(b" \t"):
+        word = word.rstrip(b" \t")
     return word.decode("ascii").upper() if word.isascii() else "?"
 
 
@@ -683,7 +688,7 @@ class Mirror:
         where = f"{unit!r} -> {reply}\n{self.transcript()}"
         code, enhanced = reply.code, reply.enhanced
         hello_reply = unit is not None and unit.kind == "line" and unit.verb in ("EHLO", "HELO")
-        if code // 100 != 3 and not (hello_reply and code == 250):
+        if code // 100 != 3 and not (hello_reply and enhanced is None and code in (250, 501)):
             for line in reply.lines:
                 m = ENHANCED.match(line)
                 assert m and int(m.group(1)) == code // 100, f"no enhanced status code: {where}"
