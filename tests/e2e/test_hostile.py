@@ -221,7 +221,12 @@ def test_bdat_with_huge_declared_size_then_close_queues_nothing(make_server: Ser
         client = greeted(srv)
         into_data(client, verb="BDAT")
         client.send(f"BDAT {size} LAST\r\n".encode())
-        client.send(b"Subject: never ends\r\n\r\n" + b"x" * (2 * MiB))  # enough to spill to disk
+        if len(size) > 15:
+            # No chunk is that large: no size at all, so the server cannot tell the chunk from
+            # commands and ends the session (521); the body then meets a closed socket.
+            assert client.reply()[0] == 521
+        with contextlib.suppress(OSError):
+            client.send(b"Subject: never ends\r\n\r\n" + b"x" * (2 * MiB))  # enough to spill to disk
         time.sleep(0.2)
         client.close()
     spool = srv.queue_db.parent / "spool"
