@@ -210,6 +210,23 @@ def test_a_noop_flood_ends_at_the_junk_command_limit(make_server: ServerFactory)
     assert_healthy(srv)
 
 
+def test_a_recipient_flood_past_the_limit_ends_at_the_overshoot_limit(make_server: ServerFactory) -> None:
+    # Postfix's smtpd_recipient_overshoot_limit (1000): each RCPT past max_recipients gets 452
+    # (the client sends them again in a new transaction), and past 1000 of them each also counts
+    # as an error. Before, such RCPTs were answered for ever and held the connection.
+    srv = make_server("overshoot", limits="max_recipients = 5")
+    sock = socket.create_connection(("127.0.0.1", srv.ports["mx"]), timeout=10)
+    rcpts = b"".join(b"RCPT TO:<r%d@mx.test>\r\n" % i for i in range(1100))
+    sock.sendall(b"EHLO flood.test\r\nMAIL FROM:<s@client.test>\r\n" + rcpts)
+    closed, data = drain_until_closed(sock, 10.0)
+    sock.close()
+    assert closed, data[-200:]
+    finals = [line[:9] for line in data.decode().split("\r\n") if line[3:4] == " "]
+    expected = ["220 mx.te", "250 CHUNK", "250 2.1.0"] + ["250 2.1.5"] * 5 + ["452 4.5.3"] * 1020
+    assert finals == [*expected, "421 4.7.0"], (len(finals), finals[-3:])
+    assert_healthy(srv)
+
+
 # -- 3. BDAT with an absurd size ------------------------------------------------------------
 
 

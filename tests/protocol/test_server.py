@@ -16,6 +16,7 @@ from mailwright.protocol.server import (
     MAX_AUTH,
     MAX_ERRORS,
     MAX_JUNK,
+    MAX_OVERSHOOT,
     MAX_PENDING,
     ServerConnection,
     ServerSettings,
@@ -671,6 +672,26 @@ COMMANDS = [
     b"EXPN list",
     b"STARTTLS extra",
 ]
+
+
+def test_recipients_over_the_limit_count_as_errors_only_past_the_overshoot_limit() -> None:
+    """As Postfix's smtpd_recipient_overshoot_limit: 452 for each RCPT past max_recipients, the
+    first MAX_OVERSHOOT free (a client pipelining a long list gets through it), each after that an
+    error, so one repeating RCPT for ever is closed with 421 (it was answered for ever)."""
+    h = Harness()
+    h.send(b"EHLO c.test\r\nMAIL FROM:<a@c.test>\r\n")
+    ok = h.send(b"".join(b"RCPT TO:<r%d@mx.test>\r\n" % i for i in range(BASE.max_recipients)))
+    assert ok == ["250 2.1.5 Recipient OK"] * BASE.max_recipients
+    over = h.send(b"RCPT TO:<x@mx.test>\r\n" * MAX_OVERSHOOT)
+    assert over == ["452 4.5.3 Too many recipients"] * MAX_OVERSHOOT and h.conn.errors == 0
+    # A new transaction starts the count again; the transaction's 452s are not junk either.
+    assert h.send(b"RSET\r\nMAIL FROM:<a@c.test>\r\n") == ["250 2.0.0 Reset OK", "250 2.1.0 Sender OK"]
+    h.send(b"".join(b"RCPT TO:<r%d@mx.test>\r\n" % i for i in range(BASE.max_recipients)))
+    assert h.send(b"RCPT TO:<x@mx.test>\r\n" * MAX_OVERSHOOT)[-1].startswith("452")
+    assert h.conn.errors == 0 and not h.conn.closed
+    last = h.send(b"RCPT TO:<x@mx.test>\r\n" * MAX_ERRORS)
+    assert last[:-1] == ["452 4.5.3 Too many recipients"] * MAX_ERRORS
+    assert last[-1].startswith("421 4.7.0") and h.conn.closed
 
 
 @settings(max_examples=300, deadline=None)

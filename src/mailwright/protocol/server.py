@@ -61,6 +61,7 @@ MAX_PENDING: Final = 256 * 1024
 _MAX_REPLY_TEXT: Final = 512 - len("250-") - len("\r\n")  # RFC 5321 4.5.3.1.5
 MAX_ERRORS: Final = 20  # as Postfix's smtpd_hard_error_limit
 MAX_JUNK: Final = 100  # as Postfix's smtpd_junk_command_limit: see _count_junk
+MAX_OVERSHOOT: Final = 1000  # as Postfix's smtpd_recipient_overshoot_limit: see _cmd_rcpt
 _MECH_CHARS: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 _REFILL: Final = 16 * 1024  # > MAX_AUTH: a full command line always fits in one refill
 _EXPN_DISABLED: Final = Reply(502, "5.5.1", "EXPN is disabled")
@@ -182,6 +183,7 @@ class ServerConnection:
         self.recipient_count = 0
         self.errors = 0
         self.junk = 0  # HELO, EHLO, NOOP, RSET, VRFY and HELP since the last message accepted
+        self.overshoot = 0  # RCPTs refused in this transaction for max_recipients
         self._in = bytearray()  # received octets not yet looked at
         # Command-mode input taken from _in, decoded as Latin-1 (one character per octet, see
         # framing.take_line); _text[_tpos:] comes before whatever _in holds.  Empty whenever
@@ -370,6 +372,7 @@ class ServerConnection:
     def _reset_transaction(self) -> None:
         self.mail_params = _NO_MAIL_PARAMS
         self.recipient_count = 0
+        self.overshoot = 0
         self._data = None
         self._bdat_failure = None
         self._bdat_size = 0
@@ -585,7 +588,13 @@ class ServerConnection:
             raise SMTPError(Reply(501, "5.5.4", "Syntax: RCPT TO:<address>"))
         if self.recipient_count >= self.settings.max_recipients:
             # 452 not 5xx: the client sends the rest in another transaction (RFC 5321 4.5.3.1.10).
+            # Past MAX_OVERSHOOT of them each also counts as an error, as in Postfix: a client
+            # pipelining a long list gets through it, one repeating RCPT for ever does not.
             self._queue(R.TOO_MANY_RECIPIENTS)
+            overshoot = self.overshoot
+            self.overshoot = overshoot + 1
+            if overshoot >= MAX_OVERSHOOT:
+                self._count_error()
             return
         try:
             rcpt, rest = self._postmaster(arg[3:]) or parse_path(arg[3:], utf8=True, allow_null=False)
