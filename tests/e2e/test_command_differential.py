@@ -35,18 +35,24 @@ DATA/BDAT bodies and floods (test_hostile.py, tests/protocol).
 from __future__ import annotations
 
 import os
-import re
 import socket
 import ssl
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-import trustme
 
 import spawn
+
+from . import differential
+from .differential import (
+    Disagreements,
+    Got,
+    assert_table_ids,
+    mailwright_server,
+    private_postfix,
+    reply_class,
+)
 
 TIMEOUT = 5.0
 EHLO = "EHLO client.test"
@@ -303,69 +309,17 @@ DELIBERATE: dict[str, str] = {
 # -- the wire ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Got:
-    code: str  # "250", or "closed" / "hung"
-    enhanced: str | None = None
-    text: str = ""  # all lines, joined by " / "
-
-    def __str__(self) -> str:
-        return " ".join(x for x in (self.code, self.enhanced or "", self.text) if x)
-
-    def shape(self) -> str:
-        """What the table writes: "code enhanced", "code", "closed"."""
-        return f"{self.code} {self.enhanced}" if self.enhanced else self.code
-
-
-class Wire:
-    """A line client over a socket that can turn to TLS; a silent or closed peer is a Got too."""
+class Wire(differential.Wire):
+    """The shared line client, which also keeps the reply lines over RFC 5321's 512 octets
+    (4.5.3.1.5: every reply line of every case is checked) and can turn to TLS."""
 
     def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = b""
-        self.long_lines: list[bytes] = []  # reply lines over RFC 5321's 512 octets
+        super().__init__(sock, TIMEOUT)
+        self.long_lines: list[bytes] = []
 
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _line(self, deadline: float) -> bytes | None:
-        while b"\r\n" not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                return None
-            except (ConnectionError, ssl.SSLError):
-                chunk = b""
-            if not chunk:
-                return b""
-            self.buf += chunk
-        out, self.buf = self.buf.split(b"\r\n", 1)
-        if len(out) + 2 > 512:
-            self.long_lines.append(out)
-        return out
-
-    def reply(self, timeout: float = TIMEOUT) -> Got:
-        deadline = time.monotonic() + timeout
-        texts: list[str] = []
-        while True:
-            raw = self._line(deadline)
-            if raw is None:
-                return Got("hung", None, " / ".join(texts))
-            if raw == b"":
-                return Got("closed", None, " / ".join(texts))
-            line = raw.decode("utf-8", "replace")
-            texts.append(line[4:])
-            if line[3:4] != "-":
-                break
-        m = re.match(r"([245]\.\d{1,3}\.\d{1,3})(?: |$)", texts[0])
-        enhanced = m.group(1) if m else None
-        if m is not None:
-            texts[0] = texts[0][m.end() :]
-        return Got(line[:3], enhanced, " / ".join(texts))
+    def seen(self, line: bytes) -> None:
+        if len(line) + 2 > 512:
+            self.long_lines.append(line)
 
     def starttls(self) -> None:
         assert not self.buf, f"octets after the 220 to STARTTLS, in clear: {self.buf!r}"
@@ -420,10 +374,6 @@ def run_case(port: int, case: Case) -> Outcome:
             wire.sock.close()
 
 
-def _class(code: str) -> str:
-    return code[0] + "xx" if code[:1] in ("2", "3", "4", "5") else code
-
-
 def check(case: Case, out: Outcome) -> list[str]:
     """What is wrong with mailwright's outcome for the case (empty: nothing)."""
     wrong = []
@@ -444,7 +394,7 @@ def check(case: Case, out: Outcome) -> list[str]:
 
 
 def agrees(ours: Outcome, theirs: Outcome) -> bool:
-    return [_class(g.code) for g in ours.replies] == [_class(g.code) for g in theirs.replies] and (
+    return [reply_class(g.code) for g in ours.replies] == [reply_class(g.code) for g in theirs.replies] and (
         ours.in_step == theirs.in_step
     )
 
@@ -452,53 +402,20 @@ def agrees(ours: Outcome, theirs: Outcome) -> bool:
 # -- the servers ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def mw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[spawn.SpawnedServer]:
-    with spawn.running_server(tmp_path_factory.mktemp("commands"), workers=1) as srv:
-        yield srv
+mw = mailwright_server("commands")
 
 
 @pytest.fixture(scope="module")
 def postfix() -> Iterator[int]:
-    if os.geteuid() != 0:
-        pytest.skip("a private Postfix instance needs root (CI runs as root)")
-    from bench.postfix_instance import POSTFIX, PostfixInstance, PostfixUnavailable
-
-    if not Path(POSTFIX).exists():
-        pytest.skip("Postfix is not installed")
-    pf = PostfixInstance(spawn.free_ports(1)[0], spawn.LOCAL_DOMAIN)
-    cert = trustme.CA().issue_cert("postfix.bench.test")
-    cert.private_key_pem.write_to_path(str(pf.root / "key.pem"))
-    cert.cert_chain_pems[0].write_to_path(str(pf.root / "cert.pem"))
-    pf.settings.update(
-        {
-            "smtpd_peername_lookup": "no",
-            "smtpd_relay_restrictions": "reject_unauth_destination",
-            "smtpd_recipient_restrictions": "check_client_access static:HOLD, permit",
-            "smtputf8_enable": "yes",
-            "smtpd_error_sleep_time": "0",
-            "smtpd_tls_security_level": "may",
-            "smtpd_tls_cert_file": str(pf.root / "cert.pem"),
-            "smtpd_tls_key_file": str(pf.root / "key.pem"),
-        }
-    )
-    try:
-        try:
-            pf.start()
-        except PostfixUnavailable as exc:
-            pytest.fail(f"the private Postfix instance did not start: {exc}")
+    with private_postfix(tls=True) as pf:
         yield pf.port
-    finally:
-        pf.stop()
 
 
 # -- tests ---------------------------------------------------------------------------------------
 
 
 def test_the_table_is_well_formed() -> None:
-    ids = [case.id for case in CASES]
-    assert len(ids) == len(set(ids)) and len(ids) >= 80
-    assert set(DELIBERATE) <= set(ids), set(DELIBERATE) - set(ids)
+    assert_table_ids([case.id for case in CASES], DELIBERATE, 80)
     assert all(case.setup in SETUPS for case in CASES)
 
 
@@ -511,7 +428,7 @@ def test_mailwright_answers_each_command_as_the_rfcs_ask(mw: spawn.SpawnedServer
 def test_postfix_agrees_on_the_reply_class_but_where_this_project_chose_otherwise(
     mw: spawn.SpawnedServer, postfix: int
 ) -> None:
-    unexpected, stale = [], []
+    disagreements = Disagreements(DELIBERATE)
     for case in CASES:
         ours = run_case(mw.ports["mx"], case)
         theirs = run_case(postfix, case)
@@ -519,13 +436,8 @@ def test_postfix_agrees_on_the_reply_class_but_where_this_project_chose_otherwis
         row = f"{case.id}: mailwright {ours} || Postfix {theirs}"
         if os.environ.get("MAILWRIGHT_DIFF_DUMP"):
             print(row)
-        differs = not agrees(ours, theirs)
-        if differs and case.id not in DELIBERATE:
-            unexpected.append(row)
-        elif not differs and case.id in DELIBERATE:
-            stale.append(row)
-    assert not unexpected, "replies of another class than Postfix's:\n" + "\n".join(unexpected)
-    assert not stale, "no longer differ from Postfix (take them off DELIBERATE):\n" + "\n".join(stale)
+        disagreements.note(case.id, not agrees(ours, theirs), row)
+    disagreements.check()
 
 
 # -- the limits: bad commands and junk commands (Postfix's smtpd_hard_error_limit and

@@ -37,19 +37,25 @@ themselves (test_envelope_differential.py).
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
 import spawn
 
+from . import differential
 from .conftest import QUEUED, stored_body
+from .differential import (
+    Disagreements,
+    Got,
+    assert_table_ids,
+    mailwright_server,
+    private_postfix,
+    reply_class,
+)
 
 SIZE_LIMIT = 100_000  # max_message_size of both servers
 TIMEOUT = 5.0
@@ -644,14 +650,14 @@ DELIBERATE: dict[str, str] = {
 
 @dataclass
 class Outcome:
-    replies: list[tuple[str, str | None, str]]  # (code or "closed"/"hung", enhanced, text)
+    replies: list[Got]
     in_step: bool  # NOOP then QUIT got 250 then 221 and the end of the connection
     probe: str  # what the probe got, for the report
 
     def shown(self) -> str:
         runs: list[list[object]] = []
-        for code, enh, _ in self.replies:
-            one = " ".join(x for x in (code, enh) if x)
+        for got in self.replies:
+            one = got.shape()
             if runs and runs[-1][0] == one:
                 runs[-1][1] = int(str(runs[-1][1])) + 1
             else:
@@ -660,61 +666,48 @@ class Outcome:
         return got + ("" if self.in_step else f" [out of step: {self.probe}]")
 
 
-def _reply(f: BinaryIO) -> tuple[str, str | None, str]:
-    """(code, enhanced code or None, text of the first line); ("closed", None, ...) at EOF."""
-    lines: list[str] = []
-    while True:
-        try:
-            raw = f.readline()
-        except TimeoutError:
-            return "hung", None, " / ".join(lines) or f"no reply within {TIMEOUT} s"
-        except ConnectionResetError:
-            raw = b""
-        except OSError:  # read again after a time-out
-            return "hung", None, "no reply"
-        if not raw:
-            return "closed", None, " / ".join(lines)
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        lines.append(line)
-        if len(line) < 4 or line[3] != "-":
-            break
-    first = lines[0]
-    code, text = first[:3], first[4:]
-    m = re.match(r"([245]\.\d{1,3}\.\d{1,3})(?: |$)", text)
-    if m is None:
-        return code, None, text
-    return code, m.group(1), text[m.end() :]
+class Wire(differential.Wire):
+    """The shared line client, but a peer that let one reply time out is taken as silent from then
+    on: the replies still due are "hung" at once. A case where Postfix waits for a chunk
+    (bdat-16-digits) then costs one time-out, not one for each reply and probe still to come."""
+
+    silent = False
+
+    def reply(self) -> Got:
+        if self.silent:
+            return Got("hung")
+        got = super().reply()
+        self.silent = got.code == "hung"
+        return got
 
 
 def run_case(port: int, case: Case) -> Outcome:
-    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock, sock.makefile("rb") as f:
-        assert _reply(f)[0] == "220"
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        wire = Wire(sock, timeout=TIMEOUT)
+        assert wire.reply().code == "220"
         for line, cls in SETUPS[case.setup]:
-            sock.sendall(line + b"\r\n")
-            got = _reply(f)
-            assert got[0].startswith(cls), f"setup {line!r} of {case.id}: {got}"
-        replies: list[tuple[str, str | None, str]] = []
+            got = wire.command(line)
+            assert got.code.startswith(cls), f"setup {line!r} of {case.id}: {got}"
+        replies: list[Got] = []
         for octets, count in case.steps:
             try:
-                sock.sendall(octets)
+                wire.send(octets)
             except OSError:
                 pass  # closed: the replies say so
             for _ in range(count):
-                replies.append(_reply(f))
+                replies.append(wire.reply())
         if case.closes:
-            replies.append(_reply(f))
+            replies.append(wire.reply())
             return Outcome(replies, True, "")
         probe = []
         try:
-            sock.sendall(b"NOOP\r\n")
-            probe.append(_reply(f))
-            sock.sendall(b"QUIT\r\n")
-            probe.append(_reply(f))
-            probe.append(_reply(f))
+            probe.append(wire.command(b"NOOP"))
+            probe.append(wire.command(b"QUIT"))
+            probe.append(wire.reply())
         except OSError as exc:
-            probe.append((type(exc).__name__, None, str(exc)))
-        in_step = [p[0] for p in probe] == ["250", "221", "closed"]
-        return Outcome(replies, in_step, " / ".join(f"{c} {t}" for c, _, t in probe))
+            probe.append(Got(type(exc).__name__, None, (str(exc),)))
+        in_step = [p.code for p in probe] == ["250", "221", "closed"]
+        return Outcome(replies, in_step, " / ".join(f"{p.code} {p.first}" for p in probe))
 
 
 def without_trace(stored: bytes) -> bytes:
@@ -727,21 +720,11 @@ def without_trace(stored: bytes) -> bytes:
     return b"".join(lines[i:])
 
 
-def _class(code: str) -> str:
-    return code[0] + "xx" if code[:1] in ("2", "3", "4", "5") else code
-
-
-@pytest.fixture(scope="module")
-def mw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[spawn.SpawnedServer]:
-    limits = f"max_message_size = {SIZE_LIMIT}"
-    with spawn.running_server(tmp_path_factory.mktemp("data"), workers=1, limits=limits) as srv:
-        yield srv
+mw = mailwright_server("data", limits=f"max_message_size = {SIZE_LIMIT}")
 
 
 def test_the_table_is_well_formed() -> None:
-    ids = [case.id for case in CASES]
-    assert len(ids) == len(set(ids)) and len(ids) >= 80
-    assert set(DELIBERATE) <= set(ids), set(DELIBERATE) - set(ids)
+    assert_table_ids([case.id for case in CASES], DELIBERATE, 80)
     assert all(case.setup in SETUPS for case in CASES)
     for case in CASES:
         assert len(case.expect) == sum(n for _, n in case.steps) + case.closes, case.id
@@ -750,12 +733,12 @@ def test_the_table_is_well_formed() -> None:
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_mailwright_answers_and_stores_as_the_rfcs_ask(mw: spawn.SpawnedServer, case: Case) -> None:
     out = run_case(mw.ports["mx"], case)
-    got = tuple(f"{code} {enh}" if enh else code for code, enh, _ in out.replies)
-    assert got == case.expect, f"{case.id}: {out.shown()} ({out.replies[-1][2]})"
-    text = [t for code, _, t in out.replies if code != "closed"][-1]
+    got = tuple(r.shape() for r in out.replies)
+    assert got == case.expect, f"{case.id}: {out.shown()} ({out.replies[-1].first})"
+    text = [r.first for r in out.replies if r.code != "closed"][-1]
     assert case.says.lower() in text.lower(), f"{text!r} does not say {case.says!r}"
     assert out.in_step, f"{case.id}: the session fell out of step: {out.probe}"
-    queued = [m.group(1) for _, _, text in out.replies if (m := QUEUED.search(text))]
+    queued = [m.group(1) for r in out.replies if (m := QUEUED.search(r.first))]
     assert bool(queued) == (case.stored is not None), f"{case.id}: queued {queued}"
     for queue_id in queued:
         assert without_trace(stored_body(mw.queue_db.parent, queue_id)) == case.stored
@@ -764,43 +747,25 @@ def test_mailwright_answers_and_stores_as_the_rfcs_ask(mw: spawn.SpawnedServer, 
 def test_postfix_agrees_on_the_reply_class_but_where_this_project_chose_otherwise(
     mw: spawn.SpawnedServer,
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("a private Postfix instance needs root (CI runs as root)")
-    from bench.postfix_instance import POSTFIX, PostfixInstance, PostfixUnavailable
+    with private_postfix({"message_size_limit": str(SIZE_LIMIT)}) as pf:
+        from bench.postfix_instance import POSTFIX
 
-    if not Path(POSTFIX).exists():
-        pytest.skip("Postfix is not installed")
-    postcat = str(Path(POSTFIX).with_name("postcat"))
-    pf = PostfixInstance(
-        spawn.free_ports(1)[0],
-        spawn.LOCAL_DOMAIN,
-        settings={
-            "smtpd_peername_lookup": "no",
-            "smtpd_relay_restrictions": "reject_unauth_destination",
-            "smtpd_recipient_restrictions": "check_client_access static:HOLD, permit",
-            "message_size_limit": str(SIZE_LIMIT),
-            "smtputf8_enable": "yes",
-            "smtpd_error_sleep_time": "0",
-        },
-    )
-    try:
-        try:
-            pf.start()
-        except PostfixUnavailable as exc:
-            pytest.fail(f"the private Postfix instance did not start: {exc}")
-        unexpected, stale, table, stored_apart = [], [], [], []
+        postcat = str(Path(POSTFIX).with_name("postcat"))
+        disagreements = Disagreements(DELIBERATE)
+        table: list[str] = []
+        stored_apart: list[str] = []
         compared = 0
         for case in CASES:
             ours = run_case(mw.ports["mx"], case)
             theirs = run_case(pf.port, case)
-            classes = [_class(r[0]) for r in ours.replies], ours.in_step
-            differs = classes != ([_class(r[0]) for r in theirs.replies], theirs.in_step)
+            classes = [reply_class(r.code) for r in ours.replies], ours.in_step
+            differs = classes != ([reply_class(r.code) for r in theirs.replies], theirs.in_step)
             row = f"{case.id}: mailwright {ours.shown()} | Postfix {theirs.shown()}"
-            table.append(row + (f"  ({theirs.replies[-1][2]})" if differs else ""))
+            table.append(row + (f"  ({theirs.replies[-1].first})" if differs else ""))
             if not differs and case.stored is not None and b"\r\n\r\n" in case.stored:
                 # What Postfix stored, through postcat: its body must be the table's too.
                 want = case.stored.split(b"\r\n\r\n", 1)[1].replace(b"\r\n", b"\n")
-                for queue_id in [m.group(1) for _, _, text in theirs.replies if (m := QUEUED.search(text))]:
+                for queue_id in [m.group(1) for r in theirs.replies if (m := QUEUED.search(r.first))]:
                     cat = subprocess.run(
                         [postcat, "-c", str(pf.config_dir), "-bh", "-q", queue_id],
                         capture_output=True,
@@ -813,15 +778,9 @@ def test_postfix_agrees_on_the_reply_class_but_where_this_project_chose_otherwis
                         stored_apart.append(
                             f"{case.id}: Postfix stored {body[:200]!r}, the table {want[:200]!r}"
                         )
-            if differs and case.id not in DELIBERATE:
-                unexpected.append(row)
-            elif not differs and case.id in DELIBERATE:
-                stale.append(row)
+            disagreements.note(case.id, differs, row)
         if os.environ.get("MAILWRIGHT_DIFF_TABLE"):
             Path(os.environ["MAILWRIGHT_DIFF_TABLE"]).write_text("\n".join(table) + "\n")
-        assert not unexpected, "replies of another class than Postfix's:\n" + "\n".join(unexpected)
-        assert not stale, "no longer differ from Postfix (take them off DELIBERATE):\n" + "\n".join(stale)
+        disagreements.check()
         assert not stored_apart, "Postfix stored another body:\n" + "\n".join(stored_apart)
         assert compared >= 35, compared  # every accepted case with a header section
-    finally:
-        pf.stop()

@@ -25,20 +25,24 @@ test_hostile.py), AUTH= on an authenticated submission session (tests/protocol/t
 
 from __future__ import annotations
 
-import os
-import re
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
 import spawn
 
+from .differential import (
+    Disagreements,
+    Got,
+    Wire,
+    assert_table_ids,
+    mailwright_server,
+    private_postfix,
+    reply_class,
+)
+
 SIZE_LIMIT = 1_000_000  # max_message_size of both servers, so the SIZE cases mean the same
-DOMAIN = spawn.LOCAL_DOMAIN  # mail for it is accepted by both
 
 SETUPS: dict[str, tuple[bytes, ...]] = {
     "none": (),
@@ -442,55 +446,22 @@ DELIBERATE: dict[str, str] = {
 }
 
 
-def _reply(f: BinaryIO) -> tuple[str, str | None, str]:
-    """(code, enhanced code or None, text of the first line); ("closed", None, ...) at EOF."""
-    lines: list[str] = []
-    while True:
-        raw = f.readline()
-        if not raw:
-            return "closed", None, " / ".join(lines)
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        lines.append(line)
-        if len(line) < 4 or line[3] != "-":
-            break
-    first = lines[0]
-    code, text = first[:3], first[4:]
-    m = re.match(r"([245]\.\d{1,3}\.\d{1,3})(?: |$)", text)
-    if m is None:
-        return code, None, text
-    return code, m.group(1), text[m.end() :]
-
-
-def run_case(port: int, case: Case) -> tuple[str, str | None, str]:
+def run_case(port: int, case: Case) -> Got:
     """The reply to the case's line, after its setup, on a connection of its own."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock, sock.makefile("rb") as f:
-        assert _reply(f)[0] == "220"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        wire = Wire(sock, timeout=10)
+        assert wire.reply().code == "220"
         for line in SETUPS[case.setup]:
-            sock.sendall(line + b"\r\n")
-            got = _reply(f)
-            assert got[0].startswith("2"), f"setup {line!r} of {case.id}: {got}"
-        sock.sendall(case.line + b"\r\n")
-        try:
-            return _reply(f)
-        except TimeoutError:
-            return "hung", None, "no reply within 10 s"
+            got = wire.command(line)
+            assert got.code.startswith("2"), f"setup {line!r} of {case.id}: {got}"
+        return wire.command(case.line)
 
 
-def _class(code: str) -> str:
-    return code[0] + "xx" if code[:1] in ("2", "3", "4", "5") else code
-
-
-@pytest.fixture(scope="module")
-def mw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[spawn.SpawnedServer]:
-    limits = f"max_message_size = {SIZE_LIMIT}"
-    with spawn.running_server(tmp_path_factory.mktemp("envelope"), workers=1, limits=limits) as srv:
-        yield srv
+mw = mailwright_server("envelope", limits=f"max_message_size = {SIZE_LIMIT}")
 
 
 def test_the_table_is_well_formed() -> None:
-    ids = [case.id for case in CASES]
-    assert len(ids) == len(set(ids)) and len(ids) >= 120
-    assert set(DELIBERATE) <= set(ids), set(DELIBERATE) - set(ids)
+    assert_table_ids([case.id for case in CASES], DELIBERATE, 120)
     assert all(case.setup in SETUPS for case in CASES)
 
 
@@ -498,51 +469,20 @@ def test_the_table_is_well_formed() -> None:
 def test_mailwright_answers_each_envelope_command_as_the_rfcs_ask(
     mw: spawn.SpawnedServer, case: Case
 ) -> None:
-    code, enhanced, text = run_case(mw.ports["mx"], case)
-    got = f"{code} {enhanced}" if enhanced else code
-    assert got == case.expect, f"{case.line!r}: {code} {enhanced} {text}"
-    assert case.says.lower() in text.lower(), f"{case.line!r}: {text!r} does not say {case.says!r}"
+    got = run_case(mw.ports["mx"], case)
+    assert got.shape() == case.expect, f"{case.line!r}: {got}"
+    assert case.says.lower() in got.first.lower(), f"{case.line!r}: {got.first!r} does not say {case.says!r}"
 
 
 def test_postfix_agrees_on_the_reply_class_but_where_this_project_chose_otherwise(
     mw: spawn.SpawnedServer,
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("a private Postfix instance needs root (CI runs as root)")
-    from bench.postfix_instance import POSTFIX, PostfixInstance, PostfixUnavailable
-
-    if not Path(POSTFIX).exists():
-        pytest.skip("Postfix is not installed")
-    pf = PostfixInstance(
-        spawn.free_ports(1)[0],
-        DOMAIN,
-        settings={
-            "smtpd_peername_lookup": "no",
-            # No relaying from loopback either, as mailwright; mail for DOMAIN is taken and held.
-            "smtpd_relay_restrictions": "reject_unauth_destination",
-            "smtpd_recipient_restrictions": "check_client_access static:HOLD, permit",
-            "message_size_limit": str(SIZE_LIMIT),
-            "smtputf8_enable": "yes",
-            "smtpd_error_sleep_time": "0",
-        },
-    )
-    try:
-        try:
-            pf.start()
-        except PostfixUnavailable as exc:
-            pytest.fail(f"the private Postfix instance did not start: {exc}")
-        unexpected, stale = [], []
+    with private_postfix({"message_size_limit": str(SIZE_LIMIT)}) as pf:
+        disagreements = Disagreements(DELIBERATE)
         for case in CASES:
             ours = run_case(mw.ports["mx"], case)
             theirs = run_case(pf.port, case)
-            assert theirs[0] != "hung", f"Postfix did not answer {case.line!r}"
-            differs = _class(ours[0]) != _class(theirs[0])
-            row = f"{case.id}: mailwright {' '.join(map(str, ours))} | Postfix {' '.join(map(str, theirs))}"
-            if differs and case.id not in DELIBERATE:
-                unexpected.append(row)
-            elif not differs and case.id in DELIBERATE:
-                stale.append(row)
-        assert not unexpected, "replies of another class than Postfix's:\n" + "\n".join(unexpected)
-        assert not stale, "no longer differ from Postfix (take them off DELIBERATE):\n" + "\n".join(stale)
-    finally:
-        pf.stop()
+            assert theirs.code != "hung", f"Postfix did not answer {case.line!r}"
+            differs = reply_class(ours.code) != reply_class(theirs.code)
+            disagreements.note(case.id, differs, f"{case.id}: mailwright {ours} | Postfix {theirs}")
+        disagreements.check()
