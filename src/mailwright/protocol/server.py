@@ -24,7 +24,8 @@ Invariants:
 - BDAT chunks are read whether their command is accepted or refused (RFC 3030 2), so no chunk
   octet is ever read as a command; a BDAT command whose size cannot be read ends the session
   (521 5.5.4), since nothing then tells the chunk that follows from commands.
-- No user input ever raises: every bad line gets a reply with an enhanced status code.
+- No user input ever raises: every bad line gets a reply with an enhanced status code (none
+  on a reply to HELO or EHLO, as RFC 2034 3 asks).
   `LocalProtocolError` is raised only when the *caller* misuses the engine.
 
 Not responsible for: sockets, TLS, time-outs, policy (who may relay, password checks),
