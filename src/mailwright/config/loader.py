@@ -476,15 +476,13 @@ def _ipv4_mapped(address: str) -> str | None:
 
 
 def _is_bind_address(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
+    if is_ip_address(address):
         return True
-    except ValueError:
-        # "999.1.1.1" or "10.0.0" is a mistyped IP address, not a host name: no top-level domain
-        # is all digits (RFC 3696 section 2), and the resolver would fail only at start-up.
-        if address.rstrip(".").rpartition(".")[2].isdigit():
-            return False
-        return _domain_problem(address) is None
+    # "999.1.1.1" or "10.0.0" is a mistyped IP address, not a host name: no top-level domain
+    # is all digits (RFC 3696 section 2), and the resolver would fail only at start-up.
+    if address.rstrip(".").rpartition(".")[2].isdigit():
+        return False
+    return _domain_problem(address) is None
 
 
 def _norm_address(address: str) -> str:

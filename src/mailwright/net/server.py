@@ -46,7 +46,7 @@ from mailwright.limits.auth_failures import AuthFailureLimiter
 from mailwright.limits.connections import ConnectionLimits
 from mailwright.log_format import printable
 from mailwright.net.tls import session_facts
-from mailwright.policy.cleanup import HeaderCleanup, header_host, protocol_name, trace_name
+from mailwright.policy.cleanup import HeaderCleanup, protocol_name, trace_name
 from mailwright.policy.relay import RelayPolicy, check_sender
 from mailwright.protocol import events as ev
 from mailwright.protocol.reply import R, Reply, SMTPError
@@ -475,7 +475,7 @@ class SMTPSession:
             else:
                 self._body_error = exc.reply
             return
-        hostname = header_host(self.listener.settings.hostname)
+        hostname = self.listener.settings.hostname  # A-labels already (app.listener_settings)
         stamp = _date_stamp()
         msgid = date = None
         if self.listener.add_missing_headers:
