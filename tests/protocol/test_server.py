@@ -197,6 +197,27 @@ def test_auth_requires_tls_and_is_not_advertised_in_plaintext() -> None:
     assert h.send(b"MAIL FROM:<a@c.test>\r\n") == ["530 5.7.0 Must issue a STARTTLS command first"]
 
 
+def test_help_names_starttls_and_auth_only_where_ehlo_offers_them() -> None:
+    def commands(h: Harness) -> list[str]:
+        (reply,) = h.send(b"HELP\r\n")
+        assert reply.startswith("214 2.0.0 "), reply
+        return reply.split("commands: ", 1)[1].split()
+
+    s = ServerSettings(hostname="mx.test", tls_available=True, auth_mechanisms=("PLAIN",))
+    h = Harness(s)
+    h.send(b"EHLO c.test\r\n")
+    before = commands(h)
+    assert "STARTTLS" in before and "AUTH" not in before  # AUTH would get 538 in plaintext
+    assert {"EHLO", "MAIL", "RCPT", "DATA", "BDAT", "QUIT"} <= set(before)
+    h.send(b"STARTTLS\r\n")
+    h.conn.tls_started()
+    after = commands(h)
+    assert "STARTTLS" not in after and "AUTH" in after  # STARTTLS would get 503 now
+    h.send(b"EHLO c.test\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n")
+    assert "AUTH" not in commands(h)  # a second AUTH gets 503
+    assert "STARTTLS" not in commands(Harness(ServerSettings(hostname="mx.test")))  # no certificate
+
+
 @pytest.mark.parametrize("ok", [True, False])
 def test_auth_plain_and_login_flows(ok: bool) -> None:
     s = ServerSettings(

@@ -183,11 +183,6 @@ class R:
     VRFY: ClassVar[Reply] = Reply(
         252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery"
     )
-    HELP: ClassVar[Reply] = Reply(
-        214,
-        "2.0.0",
-        "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH",
-    )
     START_DATA: ClassVar[Reply] = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
     START_TLS: ClassVar[Reply] = Reply(220, "2.0.0", "Ready to start TLS")
     AUTH_OK: ClassVar[Reply] = Reply(235, "2.7.0", "Authentication successful")

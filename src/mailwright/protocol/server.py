@@ -139,6 +139,21 @@ def _bye(hostname: str) -> Reply:
     return Reply(221, "2.0.0", f"{hostname} closing connection")
 
 
+_BASE_COMMANDS: Final = (
+    "EHLO",
+    "HELO",
+    "MAIL",
+    "RCPT",
+    "DATA",
+    "BDAT",
+    "RSET",
+    "NOOP",
+    "QUIT",
+    "VRFY",
+    "HELP",
+)
+
+
 @functools.lru_cache(maxsize=256)
 def _keywords(
     s: ServerSettings, tls_active: bool, authenticated: bool
@@ -167,6 +182,15 @@ def _cached_hello_reply(
     if not extended:
         return Reply(250, None, head)
     return Reply(250, None, [head, *_keywords(s, tls_active, authenticated)[0]])
+
+
+@functools.lru_cache(maxsize=64)
+def _help_reply(s: ServerSettings, tls_active: bool, authenticated: bool) -> Reply:
+    """HELP names the commands this session may use now: STARTTLS and AUTH only where EHLO
+    would offer them, so HELP never points a client at a command that would be refused."""
+    offered = _keywords(s, tls_active, authenticated)[1]
+    names = [*_BASE_COMMANDS, *(kw for kw in ("STARTTLS", "AUTH") if kw in offered)]
+    return Reply(214, "2.0.0", "See RFC 5321; commands: " + " ".join(names))
 
 
 class ServerConnection:
@@ -739,7 +763,7 @@ class ServerConnection:
         self._count_junk()
 
     def _cmd_help(self, arg: str) -> None:
-        self._queue(R.HELP)
+        self._queue(_help_reply(self.settings, self.tls_active, self.authenticated is not None))
         self._count_junk()
 
     def _cmd_vrfy(self, arg: str) -> None:
