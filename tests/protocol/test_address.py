@@ -227,6 +227,17 @@ def test_properties() -> None:
     assert Address("ü", "example.com").is_utf8
 
 
+def test_comparable_domain_is_idna2008() -> None:
+    """The form configuration and stored domains are compared in: Address.ascii_domain's."""
+    assert address.comparable_domain("Bücher.Example.") == "xn--bcher-kva.example"
+    # IDNA 2003 (Python's "idna" codec) made "fass.example" of it: another domain.
+    assert address.comparable_domain("faß.example") == "xn--fa-hia.example"
+    assert address.comparable_domain("FAß.example") == "xn--fa-hia.example"
+    assert address.comparable_domain(" MX.Example ") == "mx.example"
+    assert address.comparable_domain("[IPv6:2001:DB8::1]") == "[ipv6:2001:db8::1]"
+    assert address.comparable_domain("\u2603.example") == "\u2603.example"  # IDNA2008 refuses it
+
+
 def test_parse_mailbox() -> None:
     assert parse_mailbox("user@example.com") == Address("user", "example.com")
     assert parse_mailbox("  user@example.com ") == Address("user", "example.com")

@@ -402,6 +402,20 @@ def _check_domain_or_literal(domain: str, utf8: bool) -> None:
         _check_domain(domain, utf8)
 
 
+def comparable_domain(domain: str) -> str:
+    """`domain` (from the configuration or the user store) in the form `Address.ascii_domain`
+    gives, for comparing domains: A-labels (IDNA2008 with UTS 46 mapping), lower case, no
+    trailing dot. Python's built-in "idna" codec is IDNA 2003, which makes "faß.de" of
+    "fass.de", another domain. Text that is no domain name comes back lowercased, as written."""
+    d = domain.strip().rstrip(".")
+    if d.startswith("["):
+        return d.lower()
+    try:
+        return Address("postmaster", d).ascii_domain
+    except AddressError:
+        return d.lower()
+
+
 def is_address_literal(text: str) -> bool:
     """Whether `text` is an RFC 5321 address literal this module accepts ("[IPv4]", "[IPv6:...]")."""
     if not text.startswith("["):
