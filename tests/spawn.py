@@ -8,6 +8,7 @@ secret).  Tests talk to it over real sockets with real TLS.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
 import signal
@@ -37,6 +38,13 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
         for s in socks:
             s.bind((host, 0))
         return [int(s.getsockname()[1]) for s in socks]
+
+
+@dataclass(frozen=True)
+class QueuedEnvelope:
+    sender: str  # "" for the null reverse-path
+    recipients: tuple[str, ...]
+    auth_user: str | None  # the user a submission session authenticated as
 
 
 @dataclass
@@ -120,16 +128,23 @@ class SpawnedServer:
 
     def queued(self) -> dict[str, list[str]]:
         """Queue id → recipients, read straight from the queue database."""
+        return {qid: list(env.recipients) for qid, env in self.envelopes().items()}
+
+    def envelopes(self) -> dict[str, QueuedEnvelope]:
+        """Queue id → the envelope as stored, read straight from the queue database."""
         if not self.queue_db.exists():
             return {}
         db = sqlite3.connect(self.queue_db, timeout=10)
         try:
-            out: dict[str, list[str]] = {}
-            for mid, rcpt in db.execute(
-                "SELECT m.id, r.address FROM messages m"
-                " JOIN recipients r ON r.message_id = m.id ORDER BY r.idx"
-            ):
-                out.setdefault(queue_id_text(mid), []).append(rcpt)
+            out: dict[str, QueuedEnvelope] = {}
+            rows = db.execute(
+                "SELECT m.id, m.sender, m.auth_user, r.address FROM messages m"
+                " JOIN recipients r ON r.message_id = m.id ORDER BY m.id, r.idx"
+            )
+            for mid, sender, auth_user, rcpt in rows:
+                qid = queue_id_text(mid)
+                env = out.get(qid) or QueuedEnvelope(sender, (), auth_user)
+                out[qid] = QueuedEnvelope(sender, (*env.recipients, rcpt), auth_user)
             return out
         finally:
             db.close()
@@ -191,11 +206,15 @@ def make_server(
     python: str = sys.executable,
     addresses: tuple[str, ...] = ("127.0.0.1",),
     auth: str = "",
+    hostname: str = LOCAL_DOMAIN,
+    local_domains: tuple[str, ...] = (LOCAL_DOMAIN,),
+    relay_domains: tuple[str, ...] = (RELAY_DOMAIN,),
 ) -> SpawnedServer:
     """Write config, certificate and user for a server under `root` (not started). Each listener
     role is bound on every one of `addresses`, on the same port (e.g. ("::", "0.0.0.0")).
     `auth`: the [auth] table's failure limits in place of the default (3 failures lock out for
-    5 s)."""
+    5 s). `hostname`, `local_domains`, `relay_domains`: as in the configuration file (the
+    certificate names LOCAL_DOMAIN whatever the hostname)."""
     root.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
     cert = ca.issue_cert(LOCAL_DOMAIN, "localhost", "127.0.0.1", "::1")
@@ -217,10 +236,10 @@ def make_server(
     config = root / "mailwright.toml"
     config.write_text(
         f"""
-hostname = "{LOCAL_DOMAIN}"
+hostname = "{hostname}"
 state_dir = "{root / "state"}"
-local_domains = ["{LOCAL_DOMAIN}"]
-relay_domains = ["{RELAY_DOMAIN}"]
+local_domains = {json.dumps(list(local_domains), ensure_ascii=False)}
+relay_domains = {json.dumps(list(relay_domains), ensure_ascii=False)}
 workers = {workers}
 {extra}
 {listeners}

@@ -328,6 +328,24 @@ def test_domains_and_hostname(tmp_path: Path) -> None:
     assert f'{path}:3: relay_domains = ["example.org"]: example.org is also in local_domains' in message
 
 
+def test_idn_domains_are_read_as_idna2008(tmp_path: Path) -> None:
+    """A name only IDNA 2003 takes could never match a recipient (protocol.address reads IDNA2008):
+    it is refused with the fix; a U-label and its A-label are one domain."""
+    path = write(
+        tmp_path,
+        """
+        local_domains = ["b\u00fccher.example", "\uff42\u00fc\uff43\uff48\uff45\uff52.example"]
+        relay_domains = ["xn--bcher-kva.example", "\u2603.example"]
+    """,
+    )
+    message = error_of(path)
+    fullwidth = "\uff42\u00fc\uff43\uff48\uff45\uff52.example"
+    assert f'{fullwidth}" is not a domain name: it is not a valid internationalised' in message
+    assert '\u2603.example" is not a domain name: it is not a valid internationalised' in message
+    assert "xn--bcher-kva.example is also in local_domains" in message
+    assert "write it in U-labels or A-labels" in message
+
+
 def test_empty_listeners_and_bad_table_type(tmp_path: Path) -> None:
     path = write(tmp_path, "listeners = []\nlimits = 3\n")
     message = error_of(path)

@@ -1,9 +1,10 @@
 """What the differential tests share: a raw SMTP reply reader, the reply class, the mailwright server
-each module runs, the private Postfix smtpd three of them compare it with, and the DELIBERATE rule.
+each module runs, the private Postfix smtpd they compare it with, the private Dovecot auth service
+behind it for the two that authenticate, and the DELIBERATE rule.
 
-The four modules (test_envelope_, test_auth_, test_data_ and test_command_differential.py) each send
-a table of cases to a real `mailwright serve` and hold every reply to the code the RFCs ask for;
-as root they send the same table to a reference and require the same reply class (2xx/3xx/4xx/5xx)
+The five modules (test_envelope_, test_auth_, test_data_, test_command_ and test_relay_differential.py)
+each send a table of cases to a real `mailwright serve` and hold every reply to the code the RFCs ask
+for; as root they send the same table to a reference and require the same reply class (2xx/3xx/4xx/5xx)
 except for the cases on their own `DELIBERATE` list, which must be exact: a difference not on it
 fails, and so does a case on it that no longer differs, so the list never hides a change.
 
@@ -12,7 +13,8 @@ replies a case reads and how it is judged, the envelope and data limits (`max_me
 `mailwright_server` and `private_postfix` arguments), the command module's record of reply lines
 over RFC 5321's 512 octets and its STARTTLS (a `Wire` subclass), the data module's stored messages
 read back on both sides (and its `Wire` that takes a peer silent once as silent from then on), and
-the AUTH module's TLS client, per-case client addresses and Postfix+Dovecot reference.
+the AUTH module's TLS client and per-case client addresses, the relay module's users, owned senders
+and Postfix restrictions.
 
 Replies are read whole to a deadline: a peer that says nothing is a reply "hung", one that closes a
 reply "closed": reading a reply never raises, so a case always ends in a list of replies. The enhanced
@@ -28,8 +30,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import socket
 import ssl
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -194,6 +199,75 @@ def private_postfix(
         yield pf
     finally:
         pf.stop()
+
+
+DOVECOT = "/usr/sbin/dovecot"
+
+_DOVECOT_CONF = """\
+base_dir = {root}/run
+state_dir = {root}/state
+protocols = none
+listen = 127.0.0.1
+log_path = {root}/dovecot.log
+auth_mechanisms = plain login cram-md5
+disable_plaintext_auth = no
+# Dovecot waits 2 s before each failure by default; the tables have many.
+auth_failure_delay = 0
+ssl = no
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {root}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home=/nonexistent
+}}
+service auth {{
+  unix_listener {root}/sock/auth {{
+    mode = 0666
+  }}
+}}
+# Nor a growing penalty per client address (Dovecot's documented way to turn it off).
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def private_dovecot(passwords: Mapping[str, str]) -> Iterator[Path]:
+    """A private Dovecot auth service knowing `passwords` (user -> password), for a private
+    Postfix's `smtpd_sasl_type = dovecot`: yields the path for `smtpd_sasl_path`. Skips without
+    root, without Dovecot, or when it does not start (the reason in the message)."""
+    if os.geteuid() != 0:
+        pytest.skip("a private Dovecot needs root (CI runs as root)")
+    if not Path(DOVECOT).exists():
+        pytest.skip(f"{DOVECOT} is missing (install the Debian package dovecot-core)")
+    root = Path(tempfile.mkdtemp(prefix="mailwright-dovecot-"))
+    conf = root / "dovecot.conf"
+    try:
+        os.chmod(root, 0o755)
+        for sub in ("run", "state", "sock"):
+            (root / sub).mkdir(mode=0o755)
+        (root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in passwords.items()))
+        conf.write_text(_DOVECOT_CONF.format(root=root))
+        # Output to a file, not a pipe: the daemon's children keep it open, and reading would not end.
+        with (root / "start.log").open("w+") as out:
+            res = subprocess.run([DOVECOT, "-c", str(conf)], stdout=out, stderr=out, timeout=30, check=False)
+            out.seek(0)
+            said = out.read()
+        if res.returncode != 0:
+            pytest.skip(f"dovecot did not start: {said.strip()[-300:]}")
+        socket_path = root / "sock" / "auth"
+        deadline = time.monotonic() + 10
+        while not socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield socket_path
+    finally:
+        subprocess.run([DOVECOT, "-c", str(conf), "stop"], capture_output=True, timeout=30, check=False)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def assert_table_ids(ids: Sequence[str], deliberate: Mapping[str, str], at_least: int) -> None:

@@ -29,24 +29,26 @@ import contextlib
 import hashlib
 import hmac
 import itertools
-import os
-import shutil
 import socket
 import ssl
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import pytest
 
 import spawn
 
-from .differential import Got, Wire, assert_table_ids, mailwright_server, reply_class
+from .differential import (
+    Got,
+    Wire,
+    assert_table_ids,
+    mailwright_server,
+    private_dovecot,
+    private_postfix,
+    reply_class,
+)
 
 USER = spawn.USER
 PASSWORD = spawn.PASSWORD
@@ -452,115 +454,10 @@ def matches(got: Got, want: str) -> bool:
 
 # -- the reference: a private Dovecot auth service and a private Postfix ------------------------
 
-DOVECOT = "/usr/sbin/dovecot"
-
-_DOVECOT_CONF = """\
-base_dir = {root}/run
-state_dir = {root}/state
-protocols = none
-listen = 127.0.0.1
-log_path = {root}/dovecot.log
-auth_mechanisms = plain login cram-md5
-disable_plaintext_auth = no
-# Dovecot waits 2 s before each failure by default; the table has many.
-auth_failure_delay = 0
-ssl = no
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN {root}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid=nobody gid=nogroup home=/nonexistent
-}}
-service auth {{
-  unix_listener {root}/sock/auth {{
-    mode = 0666
-  }}
-}}
-# Nor a growing penalty per client address (Dovecot's documented way to turn it off).
-service anvil {{
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
-"""
-
 
 @dataclass
 class Reference:
     port: int
-    stop: Callable[[], None] = field(repr=False)
-
-
-def start_reference() -> Reference:
-    """Dovecot's auth service and a Postfix smtpd that uses it, or pytest.skip saying why not."""
-    if os.geteuid() != 0:
-        pytest.skip("the Postfix+Dovecot reference needs root")
-    if not Path(DOVECOT).exists():
-        pytest.skip(f"{DOVECOT} is missing (install the Debian package dovecot-core)")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from bench.postfix_instance import PostfixInstance, PostfixUnavailable
-
-    root = Path(tempfile.mkdtemp(prefix="mailwright-dovecot-"))
-    os.chmod(root, 0o755)
-    for sub in ("run", "state", "sock"):
-        (root / sub).mkdir(mode=0o755)
-    (root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
-    conf = root / "dovecot.conf"
-    conf.write_text(_DOVECOT_CONF.format(root=root))
-
-    def stop_dovecot() -> None:
-        subprocess.run([DOVECOT, "-c", str(conf), "stop"], capture_output=True, timeout=30, check=False)
-        shutil.rmtree(root, ignore_errors=True)
-
-    # Output to a file, not a pipe: the daemon's children keep it open, and reading would not end.
-    with (root / "start.log").open("w+") as out:
-        try:
-            res = subprocess.run([DOVECOT, "-c", str(conf)], stdout=out, stderr=out, timeout=30, check=False)
-        except BaseException:
-            stop_dovecot()
-            raise
-        out.seek(0)
-        said = out.read()
-    if res.returncode != 0:
-        stop_dovecot()
-        pytest.skip(f"dovecot did not start: {said.strip()[-300:]}")
-    deadline = time.monotonic() + 10
-    while not (root / "sock" / "auth").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    port = spawn.free_ports(1)[0]
-    pf = PostfixInstance(
-        port,
-        spawn.LOCAL_DOMAIN,
-        settings={
-            "myhostname": spawn.LOCAL_DOMAIN,
-            "smtpd_sasl_auth_enable": "yes",
-            "smtpd_sasl_type": "dovecot",
-            "smtpd_sasl_path": str(root / "sock" / "auth"),
-            "smtpd_tls_auth_only": "no",
-            "smtpd_error_sleep_time": "0",
-            # As mailwright's submission: no MAIL without AUTH (RFC 6409 4.3), refused at MAIL.
-            "smtpd_delay_reject": "no",
-            "smtpd_sender_restrictions": "permit_sasl_authenticated, reject",
-            "smtpd_relay_restrictions": "permit_sasl_authenticated, reject",
-            "smtpd_recipient_restrictions": "permit_sasl_authenticated, reject",
-        },
-    )
-    try:
-        pf.start()
-    except PostfixUnavailable as exc:
-        pf.stop()
-        stop_dovecot()
-        pytest.skip(str(exc))
-
-    def stop() -> None:
-        try:
-            pf.stop()
-        finally:
-            stop_dovecot()
-
-    return Reference(port, stop)
 
 
 # -- tests ---------------------------------------------------------------------------------------
@@ -579,11 +476,25 @@ def client_tls(server: spawn.SpawnedServer) -> ssl.SSLContext:
 
 @pytest.fixture(scope="module")
 def reference() -> Iterator[Reference]:
-    ref = start_reference()
-    try:
-        yield ref
-    finally:
-        ref.stop()
+    """Postfix's smtpd asking Dovecot's auth service (the usual pair), or pytest.skip saying why not."""
+    with (
+        private_dovecot({USER: PASSWORD}) as sasl_path,
+        private_postfix(
+            {
+                "myhostname": spawn.LOCAL_DOMAIN,
+                "smtpd_sasl_auth_enable": "yes",
+                "smtpd_sasl_type": "dovecot",
+                "smtpd_sasl_path": str(sasl_path),
+                "smtpd_tls_auth_only": "no",
+                # As mailwright's submission: no MAIL without AUTH (RFC 6409 4.3), refused at MAIL.
+                "smtpd_delay_reject": "no",
+                "smtpd_sender_restrictions": "permit_sasl_authenticated, reject",
+                "smtpd_relay_restrictions": "permit_sasl_authenticated, reject",
+                "smtpd_recipient_restrictions": "permit_sasl_authenticated, reject",
+            }
+        ) as pf,
+    ):
+        yield Reference(pf.port)
 
 
 def test_table_is_large_enough() -> None:

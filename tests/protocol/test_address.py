@@ -51,6 +51,10 @@ VALID: list[tuple[str, bool, str, str, str]] = [
     ("<用户@例子.广告>", True, "用户", "例子.广告", ""),
     ("<δοκιμή@παράδειγμα.δοκιμή>", True, "δοκιμή", "παράδειγμα.δοκιμή", ""),
     ("<user@bücher.example>", True, "user", "bücher.example", ""),
+    # Domains are case-insensitive: a U-label written in capitals is that U-label.
+    ("<user@BÜCHER.example>", True, "user", "BÜCHER.example", ""),
+    ("<user@ΣΑΣ.example>", True, "user", "ΣΑΣ.example", ""),
+    ("<user@faß.example>", True, "user", "faß.example", ""),
     ('<"ü x"@example.com>', True, "ü x", "example.com", ""),
     ("<@例子.广告:用户@例子.广告>", True, "用户", "例子.广告", ""),
     ("<" + "a" * 64 + "@example.com>", False, "a" * 64, "example.com", ""),
@@ -114,6 +118,18 @@ INVALID: list[tuple[str, bool, bool, str]] = [
     ("<@a..example:user@c.example>", True, True, "label"),
     ("<user@\uff21\uff22\uff23.example>", True, True, "internationalized"),
     ("<user@例子。广告>", True, True, "internationalized"),
+    # A label that UTS 46 maps to a U-label is not one (RFC 5890 2.3.2.1): full-width letters
+    # beside a "ü" (the A-label of "bücher"), a full-width "xn--" label spelling that A-label,
+    # decomposed text (U-labels are NFC).
+    ("<u@\uff42\u00fc\uff43\uff48\uff45\uff52.example>", True, True, "U-label"),
+    (
+        "<u@\uff58\uff4e\uff0d\uff0d\uff42\uff43\uff48\uff45\uff52\uff0d\uff4b\uff56\uff41.example>",
+        True,
+        True,
+        "U-label",
+    ),
+    ("<u@bu\u0308cher.example>", True, True, "U-label"),
+    ("<u@b\u00fc\ufb00.example>", True, True, "U-label"),
     ("<user@例-.example>", True, True, "internationalized"),
     ('<"\\ü"@example.com>', True, True, "quoted-pair"),
     ("<us\u00a0er@example.com>", True, True, "unexpected"),
@@ -225,6 +241,17 @@ def test_properties() -> None:
     d = Address("x", "[IPv6:2001:DB8::1]")
     assert d.is_literal and d.ascii_domain == "[IPv6:2001:DB8::1]"
     assert Address("ü", "example.com").is_utf8
+
+
+def test_comparable_domain_is_idna2008() -> None:
+    """The form configuration and stored domains are compared in: Address.ascii_domain's."""
+    assert address.comparable_domain("Bücher.Example.") == "xn--bcher-kva.example"
+    # IDNA 2003 (Python's "idna" codec) made "fass.example" of it: another domain.
+    assert address.comparable_domain("faß.example") == "xn--fa-hia.example"
+    assert address.comparable_domain("FAß.example") == "xn--fa-hia.example"
+    assert address.comparable_domain(" MX.Example ") == "mx.example"
+    assert address.comparable_domain("[IPv6:2001:DB8::1]") == "[ipv6:2001:db8::1]"
+    assert address.comparable_domain("\u2603.example") == "\u2603.example"  # IDNA2008 refuses it
 
 
 def test_parse_mailbox() -> None:

@@ -96,6 +96,24 @@ def test_owns_sender_idn(users: UserStore) -> None:
     assert users.owns_sender("ida", "x@B\u00fccher.example")
 
 
+def test_owned_domains_compare_as_idna2008(users: UserStore) -> None:
+    """ "faß.example" and "fass.example" are two domains (IDNA2008, as relay policy compares them):
+    the owner of one may not send as the other, and "faß"'s A-label is its own domain."""
+    users.add("erin", "pw", addresses=["@fa\u00df.example"])
+    users.add("fass-owner", "pw", addresses=["@fass.example"])
+    users.add("x@fa\u00df.example", "pw")
+    assert users.get("erin") == UserInfo("erin", ("@xn--fa-hia.example",), False)
+    assert users.owns_sender("erin", "x@fa\u00df.example")
+    assert users.owns_sender("erin", "x@FA\u00df.example")
+    assert users.owns_sender("erin", "x@xn--fa-hia.example")
+    assert not users.owns_sender("erin", "x@fass.example")
+    assert not users.owns_sender("fass-owner", "x@fa\u00df.example")
+    assert users.owns_sender("x@fa\u00df.example", "x@xn--fa-hia.example")
+    assert not users.owns_sender("x@fa\u00df.example", "x@fass.example")
+    assert users.get("x@fass.example") is None
+    assert users.verify_password("x@xn--fa-hia.example", "pw")
+
+
 def test_cram_secret_only_when_asked(users: UserStore) -> None:
     users.add("carol", "cram-pw", cram=True)
     users.add("dave", "pw")

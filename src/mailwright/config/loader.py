@@ -106,6 +106,7 @@ from mailwright.config.schema import (
     is_ip_address,
 )
 from mailwright.privileges import PrivilegeError, RunAs
+from mailwright.protocol.address import Address, AddressError, comparable_domain
 
 _MISSING: Any = object()
 
@@ -357,9 +358,12 @@ def _domain_problem(name: str) -> str | None:
     if any(c.isspace() or c in "@/:[]\\\"'<>,;" for c in host):
         return "it contains a character not allowed in a domain name"
     try:
-        ascii_form = host.encode("idna").decode("ascii") if not host.isascii() else host
-    except UnicodeError:
-        return "it is not a valid internationalised domain name"
+        # IDNA2008, as addresses on the wire are read (protocol.address): a name only IDNA 2003
+        # takes (full-width letters, symbols) would be a domain no recipient could ever match.
+        ascii_form = host if host.isascii() else Address("postmaster", host).ascii_domain
+    except AddressError as exc:
+        why = exc.reason
+        return f"it is not a valid internationalised domain name ({why}); write it in U-labels or A-labels"
     if len(ascii_form) > 253 or any(not 1 <= len(label) <= 63 for label in ascii_form.split(".")):
         return "labels must be 1 to 63 characters and the whole name at most 253"
     return None
@@ -761,7 +765,9 @@ def load(
         state_dir = schema.default_state_dir(env, is_root=root)
     local = r.domains(data, ("local_domains",), (hostname.lower().rstrip("."),))
     relay = r.domains(data, ("relay_domains",), ())
-    for domain in sorted(set(local) & set(relay)):
+    # Compared as relay policy compares them: "bücher.example" is "xn--bcher-kva.example".
+    local_keys = {comparable_domain(d) for d in local}
+    for domain in sorted(d for d in relay if comparable_domain(d) in local_keys):
         r.problem(
             ("relay_domains",),
             f"{domain} is also in local_domains",

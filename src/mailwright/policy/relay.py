@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Final
 
-from mailwright.protocol.address import Address, AddressError
+from mailwright.protocol.address import Address, comparable_domain
 from mailwright.protocol.reply import R, Reply
 
 _ROUTING: Final = ("%", "!", "@")
@@ -32,9 +32,9 @@ class RelayPolicy:
     def __init__(
         self, local_domains: Iterable[str], relay_domains: Iterable[str] = (), *, hostname: str = ""
     ) -> None:
-        self.local_domains = frozenset(_norm(d) for d in local_domains)
-        self.relay_domains = frozenset(_norm(d) for d in relay_domains)
-        self.hostname = _norm(hostname) if hostname else ""
+        self.local_domains = frozenset(comparable_domain(d) for d in local_domains)
+        self.relay_domains = frozenset(comparable_domain(d) for d in relay_domains)
+        self.hostname = comparable_domain(hostname) if hostname else ""
 
     def accepts_domain(self, address: Address) -> bool:
         if address.is_literal:
@@ -68,14 +68,3 @@ def check_sender(
     if owns(user, str(sender)):
         return None
     return R.SENDER_NOT_OWNED
-
-
-def _norm(domain: str) -> str:
-    """The form addresses are compared in: the same IDNA2008/UTS 46 A-labels as
-    `Address.ascii_domain` (Python's built-in codec is IDNA 2003, which maps "faß.de" to
-    "fass.de", a different domain)."""
-    d = domain.strip().rstrip(".")
-    try:
-        return Address("postmaster", d).ascii_domain
-    except AddressError:
-        return d.lower()

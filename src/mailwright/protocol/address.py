@@ -12,7 +12,8 @@ Grammar followed (RFC 5321 sections 4.1.2 and 4.1.3, extended by RFC 6531 sectio
   is checked for syntax and then ignored, as RFC 5321 section 4.1.2 and appendix C ask.
 - Local-part = Dot-string / Quoted-string; with SMTPUTF8 both may carry non-ASCII characters.
 - Domain = LDH labels, or (SMTPUTF8) U-labels validated by conversion to A-labels with `idna`
-  (IDNA2008 with UTS 46 mapping), the last label not all digits (an IP address is written as
+  (IDNA2008; of UTS 46 mapping only case folding is let through, so full-width or decomposed
+  forms of a U-label are refused), the last label not all digits (an IP address is written as
   a literal); address literals "[IPv4]" and "[IPv6:...]".
 - Control characters are refused in the path; the parameter text after it is handed back as
   it is, for `params` to judge.
@@ -402,6 +403,20 @@ def _check_domain_or_literal(domain: str, utf8: bool) -> None:
         _check_domain(domain, utf8)
 
 
+def comparable_domain(domain: str) -> str:
+    """`domain` (from the configuration or the user store) in the form `Address.ascii_domain`
+    gives, for comparing domains: A-labels (IDNA2008 with UTS 46 mapping), lower case, no
+    trailing dot. Python's built-in "idna" codec is IDNA 2003, which makes "faß.de" of
+    "fass.de", another domain. Text that is no domain name comes back lowercased, as written."""
+    d = domain.strip().rstrip(".")
+    if d.startswith("["):
+        return d.lower()
+    try:
+        return Address("postmaster", d).ascii_domain
+    except AddressError:
+        return d.lower()
+
+
 def is_address_literal(text: str) -> bool:
     """Whether `text` is an RFC 5321 address literal this module accepts ("[IPv4]", "[IPv6:...]")."""
     if not text.startswith("["):
@@ -484,13 +499,18 @@ def _check_domain(domain: str, utf8: bool) -> None:
 def _to_alabel(label: str) -> str:
     """Convert one non-ASCII label to its A-label, or raise AddressError if it is no U-label."""
     try:
-        alabel = idna.encode(label, uts46=True, std3_rules=True).decode("ascii").lower()
+        mapped = idna.uts46_remap(label, std3_rules=True, transitional=False)
+        alabel = idna.encode(mapped).decode("ascii").lower()
     except (idna.IDNAError, UnicodeError, ValueError) as exc:
         raise AddressError(f"invalid internationalized domain label: {exc}") from None
-    # UTS 46 mapping may turn a label into several (U+3002) or into plain ASCII (full-width
-    # letters); neither is a U-label as RFC 6531 requires.
-    if "." in alabel or not alabel.startswith("xn--"):
-        raise AddressError("invalid internationalized domain label")
+    # RFC 6531 3.3 asks for U-labels. UTS 46 mapping does more than fold case: it turns
+    # compatibility forms into their letters (full-width "ｂüｃｈｅｒ" into "bücher", and so into
+    # its A-label), decomposed text into NFC, one label into several (U+3002) or into plain
+    # ASCII. A label that is a U-label only after such a mapping would be our domain here and
+    # another text everywhere else (the stored envelope, a log, the next hop's comparison):
+    # only case, per character, may differ from the mapped form.
+    if mapped != "".join([ch.lower() for ch in label]) or "." in alabel or not alabel.startswith("xn--"):
+        raise AddressError("invalid internationalized domain label: not a U-label (RFC 5890 2.3.2.1)")
     if len(alabel) > MAX_LABEL_OCTETS:
         raise AddressError(f"domain label longer than {MAX_LABEL_OCTETS} octets")
     return alabel

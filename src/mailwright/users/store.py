@@ -12,8 +12,10 @@ scrypt hash is kept for every user and is what PLAIN and LOGIN are checked again
 Invariants:
 - Usernames are 1..255 characters of UTF-8 text (no lone surrogates, as undecodable bytes in
   a command-line argument become) with no control characters and no surrounding white space;
-  the domain part of a name containing "@" is lower-cased (domains are case-insensitive,
-  RFC 5321 section 2.4), the local part is kept as written.
+  the domain part of a name containing "@" is lower-cased and in A-labels (domains are
+  case-insensitive, RFC 5321 section 2.4; IDNA2008 as relay policy compares them, so a U-label
+  and its A-label are one domain and "faß.de" is not "fass.de"), the local part is kept as written.
+  Owned sender domains are kept and compared in the same form.
 - `verify_password` costs one scrypt whether or not the user exists (a dummy hash is checked
   for unknown names), so timing does not reveal which names exist.
 - The database file is created with mode 0600 and its directory with 0700; made by root in a
@@ -46,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from mailwright.protocol.address import comparable_domain
 from mailwright.users import passwords
 
 log = logging.getLogger("mailwright.users")
@@ -89,13 +92,10 @@ def _check_password(password: str) -> None:
 
 
 def _norm_domain(domain: str) -> str:
-    domain = domain.rstrip(".").lower()
-    if not domain.isascii():
-        try:
-            return domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            return domain
-    return domain
+    # As relay policy compares domains (IDNA2008): with Python's IDNA 2003 codec "fa\u00df.de"
+    # was "fass.de", so the owner of one domain was given another's addresses, and refused the
+    # A-label form of its own.
+    return comparable_domain(domain)
 
 
 def normalize_name(name: str) -> str:
