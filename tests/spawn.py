@@ -45,6 +45,7 @@ class QueuedEnvelope:
     sender: str  # "" for the null reverse-path
     recipients: tuple[str, ...]
     auth_user: str | None  # the user a submission session authenticated as
+    mail_params: str = ""  # the MAIL FROM parameters as stored, to be passed on
 
 
 @dataclass
@@ -138,13 +139,13 @@ class SpawnedServer:
         try:
             out: dict[str, QueuedEnvelope] = {}
             rows = db.execute(
-                "SELECT m.id, m.sender, m.auth_user, r.address FROM messages m"
+                "SELECT m.id, m.sender, m.auth_user, m.mail_params, r.address FROM messages m"
                 " JOIN recipients r ON r.message_id = m.id ORDER BY m.id, r.idx"
             )
-            for mid, sender, auth_user, rcpt in rows:
+            for mid, sender, auth_user, params, rcpt in rows:
                 qid = queue_id_text(mid)
-                env = out.get(qid) or QueuedEnvelope(sender, (), auth_user)
-                out[qid] = QueuedEnvelope(sender, (*env.recipients, rcpt), auth_user)
+                env = out.get(qid) or QueuedEnvelope(sender, (), auth_user, params)
+                out[qid] = QueuedEnvelope(sender, (*env.recipients, rcpt), auth_user, params)
             return out
         finally:
             db.close()

@@ -245,3 +245,31 @@ def test_relay_probing_is_cut_off(server: spawn.SpawnedServer, watch: QueueWatch
             smtp.docmd("RCPT TO:<bob@mx.test>")
             smtp.docmd("NOOP")
     assert watch.new() == {}
+
+
+def test_auth_parameter_is_kept_only_where_the_session_vouches_for_it(
+    server: spawn.SpawnedServer, watch: QueueWatch
+) -> None:
+    """RFC 4954 5: AUTH=<mailbox> names who first submitted the message; a server passes it on only
+    when it trusts the client to say so, and behaves as if AUTH=<> was supplied otherwise. The queue
+    keeps MAIL's parameters to pass them on, so what it stores is what the next hop would be told."""
+
+    def send(smtp: smtplib.SMTP, mailbox: str) -> str:
+        code, resp = smtp.docmd(f"MAIL FROM:<{USER}> SIZE=100 AUTH={mailbox}")
+        assert code == 250, (mailbox, resp)
+        assert smtp.rcpt("bob@mx.test")[0] == 250
+        assert smtp.data(b"Subject: auth param\r\n\r\nhi\r\n")[0] == 250
+        new = [qid for qid in watch.new() if qid not in seen]
+        assert len(new) == 1, new
+        seen.add(new[0])
+        return server.envelopes()[new[0]].mail_params
+
+    seen: set[str] = set()
+    with submission(server) as smtp:
+        assert send(smtp, USER) == f"SIZE=100 AUTH={USER}"  # its own address: trusted
+        assert send(smtp, "mallory@mx.test") == "SIZE=100 AUTH=<>"  # not the user's to name
+        assert send(smtp, "<>") == "SIZE=100 AUTH=<>"
+    with _session(server, HOST) as smtp:  # the MX port offers no AUTH, so no AUTH= either
+        smtp.rset()  # _session opened a transaction
+        code, resp = smtp.docmd(f"MAIL FROM:<{USER}> AUTH={USER}")
+        assert (code, enhanced(resp)) == (555, "5.5.4"), resp

@@ -429,8 +429,21 @@ class SMTPSession:
             return
         self._drop_transaction()
         self.sender = "" if event.sender is None else str(event.sender)
-        self.raw_mail_params = event.raw_params
+        self.raw_mail_params = event.raw_params if event.params.auth is None else self._trusted_auth(event)
         conn.accept()
+
+    def _trusted_auth(self, event: ev.Mail) -> str:
+        """The MAIL parameters to store, with AUTH= as RFC 4954 5 asks: the mailbox that first
+        submitted the message, passed on only by a server that trusts the client to say so, and
+        "as if AUTH=<> was supplied" otherwise. Trusted here: an authenticated session naming a
+        mailbox its user owns. Stored rewritten, since the queue keeps the parameters to pass on
+        unchanged: otherwise any client could have the next hop told that someone else sent it."""
+        conn = self.conn
+        assert conn is not None
+        user, mailbox = conn.authenticated, event.params.auth
+        if user is not None and mailbox is not None and mailbox != "<>" and self.ctx.auth.owns(user, mailbox):
+            return event.raw_params
+        return " ".join("AUTH=<>" if p[:5].upper() == "AUTH=" else p for p in event.raw_params.split())
 
     async def _recheck(self, event: ev.Mail) -> None:
         """The user's stored credentials changed since this session's AUTH: check the session's

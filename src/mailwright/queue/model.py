@@ -8,7 +8,8 @@ Invariants:
   as received (mailbox text without angle brackets).
 - `Recipient.notify` / `Recipient.orcpt` keep the DSN parameters as given (RFC 3461 sections 4.1, 4.2)
   so that relaying can pass them on unchanged; `Envelope.mail_params` likewise keeps the MAIL FROM
-  parameter text (RFC 5321 section 4.1.1.2).
+  parameter text (RFC 5321 section 4.1.1.2), with AUTH= already as it may be passed on (the
+  session writes AUTH=<> for a mailbox it does not vouch for, RFC 4954 section 5).
 - A queued message is numbered by its store's single writer (`next_queue_number`): a 63-bit
   integer, the milliseconds since the epoch of its arrival shifted left by 20 bits, or one more
   than the last number given when that is larger. So numbers are unique without any randomness
