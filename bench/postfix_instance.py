@@ -9,6 +9,8 @@ default delivery settings, to `[127.0.0.1]:PORT` (the end-to-end benchmark's smt
 `settings` are further main.cf parameters, applied last, so they may override any of the above
 (the interop tests use them for TLS toward the relay, time-outs and back-off); files they name,
 such as a CA file or a lookup table, may live in `root`, which exists from construction on.
+`services` are further master.cf lines, such as a second smtpd on another port with its own `-o`
+settings (the header differential's submission service).
 
 Invariants: `start` raises `PostfixUnavailable` with the reason when an instance cannot run here
 (not root, Postfix missing, `postfix start` failing); `stop` always stops the master and removes
@@ -91,8 +93,10 @@ class PostfixInstance:
         domain: str,
         relay_to: int | None = None,
         settings: Mapping[str, str] | None = None,
+        services: str = "",
     ) -> None:
         self.port = port
+        self.services = services
         self.domain = domain
         self.relay_to = relay_to
         self.settings = dict(settings or {})
@@ -112,7 +116,7 @@ class PostfixInstance:
         self.queue_dir.mkdir()  # postfix-script creates the subdirectories, not this one
         (self.root / "data").mkdir()
         shutil.chown(self.root / "data", "postfix", "postfix")  # the master's lock file lives there
-        (self.config_dir / "master.cf").write_text(_MASTER_CF.format(port=self.port))
+        (self.config_dir / "master.cf").write_text(_MASTER_CF.format(port=self.port) + self.services)
         (self.config_dir / "main.cf").write_text("")
         settings = {
             "compatibility_level": "3.6",

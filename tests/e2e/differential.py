@@ -168,18 +168,23 @@ HOLDING: dict[str, str] = {
 
 @contextlib.contextmanager
 def private_postfix(
-    settings: Mapping[str, str] | None = None, *, tls: bool = False
+    settings: Mapping[str, str] | None = None, *, tls: bool = False, services: str = ""
 ) -> Iterator[PostfixInstance]:
     """A private Postfix smtpd (bench/postfix_instance.py) set up as `HOLDING`, then `settings`;
-    with `tls`, STARTTLS offered with a trustme certificate. Skips without root or Postfix; fails
-    when Postfix is there but does not start."""
+    with `tls`, STARTTLS offered with a trustme certificate; `services`, further master.cf lines.
+    Skips without root or Postfix; fails when Postfix is there but does not start."""
     if os.geteuid() != 0:
         pytest.skip("a private Postfix instance needs root (CI runs as root)")
     from bench.postfix_instance import POSTFIX, PostfixInstance, PostfixUnavailable
 
     if not Path(POSTFIX).exists():
         pytest.skip("Postfix is not installed")
-    pf = PostfixInstance(spawn.free_ports(1)[0], spawn.LOCAL_DOMAIN, settings={**HOLDING, **(settings or {})})
+    pf = PostfixInstance(
+        spawn.free_ports(1)[0],
+        spawn.LOCAL_DOMAIN,
+        settings={**HOLDING, **(settings or {})},
+        services=services,
+    )
     try:
         if tls:
             cert = trustme.CA().issue_cert("postfix.bench.test")

@@ -61,6 +61,11 @@ CASES = [
         + DATE
         + b"\r\nb\r\n",
     ),
+    (
+        "quoted-mbox",
+        b">From a@b.test\r\nSubject: x\r\n\r\nb\r\n",
+        b"X-Mailbox-Line: >From a@b.test\r\nSubject: x\r\n" + MSGID + DATE + b"\r\nb\r\n",
+    ),
     ("almost-mbox", b"Fro", MSGID + DATE + b"\r\nFro"),
     ("not-mbox", b"From: a@b.test\r\n\r\nb\r\n", b"From: a@b.test\r\n" + MSGID + DATE + b"\r\nb\r\n"),
 ]
@@ -78,11 +83,76 @@ def test_added_headers_land_in_the_header_section(
     assert not parsed.defects
 
 
-def test_mx_adds_only_received_and_streams() -> None:
+def test_mx_adds_only_received_and_holds_no_more_than_the_undecided_line() -> None:
     c = HeaderCleanup(RECEIVED, add_message_id=None, add_date=None)
-    assert c.feed(b"Subject") == RECEIVED + b"Subject"
-    assert c.feed(b": x\r\n") == b": x\r\n"
+    assert c.feed(b"Subject") == RECEIVED  # a field, or a line that ends the header section?
+    assert c.feed(b": x\r\nX-A") == b"Subject: x\r\n"  # a field: stored, "X-A" still open
+    assert c.feed(b": y\r\n\r\nbo") == b"X-A: y\r\n\r\nbo"
+    assert c.feed(b"dy\r\n") == b"dy\r\n"
     assert c.finish() == b""
+
+
+MX_CASES = [
+    # (name, input, stored after the Received field) on a listener that adds no field
+    ("plain", b"Subject: x\r\n\r\nb\r\n", b"Subject: x\r\n\r\nb\r\n"),
+    ("empty", b"", b""),
+    ("headers-only", b"Subject: x", b"Subject: x"),
+    ("body-first", b"\r\nb\r\n", b"\r\nb\r\n"),
+    # Postfix's smtpd: a first line that begins with white space continued our Received field.
+    ("space-first", b" x\r\nSubject: y\r\n\r\nb\r\n", b"\r\n x\r\nSubject: y\r\n\r\nb\r\n"),
+    ("tab-first", b"\tx\r\n\r\nb\r\n", b"\r\n\tx\r\n\r\nb\r\n"),
+    # Postfix's cleanup: the first line that is no field ends the section; the empty line is supplied.
+    ("no-empty-line", b"Subject: x\r\nbody\r\n", b"Subject: x\r\n\r\nbody\r\n"),
+    ("no-colon-first", b"hello\r\nSubject: x\r\n", b"\r\nhello\r\nSubject: x\r\n"),
+    ("folded", b"Subject: x\r\n y\r\n\tz\r\nbody\r\n", b"Subject: x\r\n y\r\n\tz\r\n\r\nbody\r\n"),
+    ("lf-only", b"Subject: x\nbody\n", b"Subject: x\n\r\nbody\n"),
+    ("later-from", b"Subject: x\r\nFrom a b\r\n\r\nb\r\n", b"Subject: x\r\n\r\nFrom a b\r\n\r\nb\r\n"),
+    # Every mbox separator before the first other line, ">From " too, as Postfix's smtpd renames them.
+    (
+        "separators",
+        b"From a\r\n>From b\r\n>>From c\r\nSubject: x\r\n\r\nFrom d\r\n",
+        b"X-Mailbox-Line: From a\r\nX-Mailbox-Line: >From b\r\nX-Mailbox-Line: >>From c\r\n"
+        b"Subject: x\r\n\r\nFrom d\r\n",
+    ),
+    ("separator-then-space", b"From a\r\n x\r\n", b"X-Mailbox-Line: From a\r\n\r\n x\r\n"),
+    ("not-a-separator", b">Fro x\r\nSubject: x\r\n", b"\r\n>Fro x\r\nSubject: x\r\n"),
+    ("only-quotes", b">>>", b"\r\n>>>"),
+]
+
+
+@pytest.mark.parametrize(("name", "message", "expected"), MX_CASES, ids=[c[0] for c in MX_CASES])
+@pytest.mark.parametrize("step", [1, 2, 7, 1000])
+def test_every_listener_ends_the_header_section_as_postfix_does(
+    name: str, message: bytes, expected: bytes, step: int
+) -> None:
+    c = HeaderCleanup(RECEIVED, add_message_id=None, add_date=None)
+    out = b"".join(c.feed(message[i : i + step]) for i in range(0, len(message), step)) + c.finish()
+    assert out == RECEIVED + expected
+
+
+LINES = st.sampled_from(
+    [b"Subject: x\r\n", b" y\r\n", b"\r\n", b"\n", b"From a\r\n", b">From b\n", b"body\r\n",
+     b"Message-ID: <a@b>\r\n", b"Date: d\r\n", b"X:", b"\r", b"Fr", b"om ", b"\x00", b"\xc3\xa9"]
+)  # fmt: skip
+
+
+@given(st.lists(LINES, max_size=12), st.lists(st.integers(1, 40), max_size=12), st.booleans())
+def test_what_is_stored_does_not_depend_on_how_the_bytes_were_cut(
+    parts: list[bytes], cuts: list[int], adding: bool
+) -> None:
+    message = b"".join(parts)
+    fields = (
+        {"add_message_id": MSGID, "add_date": DATE} if adding else {"add_message_id": None, "add_date": None}
+    )
+    whole = HeaderCleanup(RECEIVED, **fields)
+    expected = whole.feed(message) + whole.finish()
+    c = HeaderCleanup(RECEIVED, **fields)
+    out, pos = b"", 0
+    for n in cuts:
+        out += c.feed(message[pos : pos + n])
+        pos += n
+    out += c.feed(message[pos:]) + c.finish()
+    assert out == expected
 
 
 def test_huge_header_section_passes_through_unchanged() -> None:
