@@ -42,6 +42,7 @@ from pathlib import Path
 import pytest
 
 import spawn
+from mailwright.policy.cleanup import MAX_HOPS
 
 from .conftest import QUEUED
 
@@ -431,6 +432,36 @@ def test_lf_only_line_ends_are_refused_in_data_and_kept_in_bdat(srv: spawn.Spawn
     stored = send(srv, message, submit=True, rcpts=(b"<x@relay.test>",), chunks=[message[:5], message[5:]])
     assert stored.endswith(b"\r\n\nbody\n")  # the added fields end in CRLF, the body as sent
     assert field_count(stored, b"message-id") == 1 and field_count(stored, b"date") == 1
+
+
+@pytest.mark.parametrize("bdat", [False, True], ids=["data", "bdat"])
+def test_a_message_past_the_hop_limit_is_refused_as_a_loop(srv: spawn.SpawnedServer, bdat: bool) -> None:
+    # RFC 5321 6.3: more Received fields than a large threshold (at least 100) is a mail loop.
+    hop = b"Received: from a.test by b.test; Mon, 7 Dec 2026 10:00:00 +0000\r\n"
+    at_limit = hop * MAX_HOPS + b"Subject: hops\r\n\r\nbody\r\n"
+    stored = send(srv, at_limit, chunks=[at_limit] if bdat else None)
+    assert field_count(stored, b"received") == MAX_HOPS + 1  # ours on top
+    before, since = srv.queued(), srv.log.stat().st_size
+    c = Client(srv.ports["mx"])
+    try:
+        c.cmd("EHLO client.test")
+        for _ in range(2):  # refused, and the session goes on to the next message
+            c.cmd("MAIL FROM:<s@client.test>")
+            c.cmd("RCPT TO:<u@mx.test>")
+            looping = hop + at_limit
+            if bdat:
+                text = c.raw(b"BDAT %d LAST\r\n" % len(looping) + looping, 554)
+            else:
+                c.cmd("DATA", 354)
+                text = c.raw(looping + b".\r\n", 554)
+            assert text.startswith("5.4.6 Too many hops: 101 Received fields"), text
+        c.cmd("RSET")
+        c.cmd("QUIT", 221)
+    finally:
+        c.close()
+    assert srv.queued() == before
+    line = "NOQUEUE: reject: END-OF-MESSAGE from client.test[127.0.0.1]: 554 5.4.6"
+    spawn.wait_for_log(srv, line, since=since, count=2)
 
 
 # -- Postfix, for comparison -------------------------------------------------------------------

@@ -288,3 +288,33 @@ def test_protocol_names_rfc3848() -> None:
     assert protocol_name(extended=False, tls=True, auth=True, utf8=False) == "SMTP"
     assert protocol_name(extended=True, tls=True, auth=True, utf8=False) == "ESMTPSA"
     assert protocol_name(extended=True, tls=False, auth=False, utf8=True) == "UTF8SMTP"
+
+
+@pytest.mark.parametrize("adding", [True, False], ids=["submission", "mx"])
+@pytest.mark.parametrize("step", [1, 7, 100_000])
+def test_the_clients_received_fields_are_counted_once_each(adding: bool, step: int) -> None:
+    # Any case and obsolete white space before the colon; not a Received inside another field, a
+    # continuation or the body; the separator renamed by us and our own Received are not counted.
+    head = (
+        b"From a@b.test Mon Dec  7 10:00:00 2026\r\n"
+        + b"Received: from a by b; Mon, 7 Dec 2026 10:00:00 +0000\r\n" * 3
+        + b"RECEIVED : from c\r\n\tby d; Mon, 7 Dec 2026 10:00:00 +0000\r\n"
+        + b"X-Note: Received: not a field\r\n received: a continuation\r\n"
+        + b"rEcEiVeD:\r\n"
+    )
+    message = head + b"\r\nReceived: in the body\r\n"
+    extra = MSGID if adding else None
+    c = HeaderCleanup(RECEIVED, add_message_id=extra, add_date=None)
+    out = b"".join(c.feed(message[i : i + step]) for i in range(0, len(message), step)) + c.finish()
+    assert c.hops == 5
+    assert out.startswith(RECEIVED) and out.endswith(b"\r\nReceived: in the body\r\n")
+
+
+def test_hops_count_past_the_hold_bound() -> None:
+    # A header section too large to hold is passed through as it comes: counted all the same.
+    field = b"Received: from a by b; Mon, 7 Dec 2026 10:00:00 +0000\r\n"
+    message = field * (MAX_HEADER_HOLD // len(field) + 10) + b"\r\nbody\r\n"
+    c = HeaderCleanup(RECEIVED, add_message_id=MSGID, add_date=None)
+    c.feed(message)
+    c.finish()
+    assert c.hops == MAX_HEADER_HOLD // len(field) + 10

@@ -46,7 +46,7 @@ from mailwright.limits.auth_failures import AuthFailureLimiter
 from mailwright.limits.connections import ConnectionLimits
 from mailwright.log_format import printable
 from mailwright.net.tls import session_facts
-from mailwright.policy.cleanup import HeaderCleanup, protocol_name, trace_name
+from mailwright.policy.cleanup import MAX_HOPS, HeaderCleanup, protocol_name, trace_name
 from mailwright.policy.relay import RelayPolicy, check_sender
 from mailwright.protocol import events as ev
 from mailwright.protocol.reply import R, Reply, SMTPError
@@ -562,6 +562,10 @@ class SMTPSession:
             return
         try:
             writer.write(cleanup.finish())
+            if cleanup.hops > MAX_HOPS:
+                loop = Reply(554, "5.4.6", f"Too many hops: {cleanup.hops} Received fields (a mail loop?)")
+                self._log_refusal("END-OF-MESSAGE", loop, self.sender, None)
+                raise SMTPError(loop)
             envelope = Envelope(
                 sender=self.sender,
                 recipients=tuple(self.recipients),

@@ -30,7 +30,12 @@ ends (at most `MAX_LINE` octets, the engine's DATA limit) so that, where the nam
 past RFC 5322 2.1.1's 998 octets, it is folded after "From" instead: unfolding (RFC 5322
 2.2.3) gives back the line as it came, which Postfix does not ensure.
 
-Not responsible for: DKIM signing, header validation or rewriting of addresses.
+The client's `Received:` fields are counted as they pass (`hops`), so that the session can refuse
+a message that has travelled more than `MAX_HOPS` hops, a mail loop (RFC 5321 6.3: counting them
+"has proven to be an effective ... method of detecting loops"; a threshold of at least 100).
+
+Not responsible for: DKIM signing, header validation or rewriting of addresses, refusing the
+looping message (the session does, at the end of its data).
 """
 
 from __future__ import annotations
@@ -55,6 +60,10 @@ _TRACE_SAFE: Final = re.compile(f"[{re.escape(_ATEXT_DOT)}]+\\Z")
 MBOX_SEPARATOR: Final = b"From "
 MAILBOX_LINE: Final = b"X-Mailbox-Line: "
 MAX_LINE: Final = 1000  # octets with CRLF (RFC 5321 4.5.3.1.6): longer lines fail DATA anyway
+# More Received fields than this in what a client sends is a loop (RFC 5321 6.3: "at least 100";
+# Postfix's hopcount_limit is 50 and counts Delivered-To too).
+MAX_HOPS: Final = 100
+_RECEIVED: Final = re.compile(rb"\nreceived[ \t]*:")
 # Whole lines at once, as _header_end classifies them one by one (a field's colon within the
 # line's first MAX_LINE octets): a run of field lines, each with its continuation lines, and a
 # run of continuation lines. Scanned in C, a header section costs no Python step per line.
@@ -146,6 +155,7 @@ class HeaderCleanup:
         self._done = False  # the header section has ended: the rest passes through
         # The message's first line while it may still be an mbox separator; None once decided.
         self._lead: bytes | None = b""
+        self.hops = 0  # the client's Received fields in the header section so far
 
     def feed(self, data: bytes) -> bytes:
         out = self._prefix
@@ -207,8 +217,16 @@ class HeaderCleanup:
             passed = bytes(self._held[: self._scan])
             del self._held[: self._scan]
             self._scan = 0
+            self._count_hops(passed)
             return passed
         return b""
+
+    def _count_hops(self, fields: bytes) -> None:
+        """Adds the Received fields among `fields` (whole lines of the header section, each header
+        octet passed here once). Most messages hold none: a substring test before the pattern."""
+        lowered = fields.lower()
+        if b"received" in lowered:
+            self.hops += len(_RECEIVED.findall(b"\n" + lowered))
 
     def _header_end(self, *, final: bool) -> tuple[int, bool] | None:
         """Where the header section ends: (offset, whether an empty line is there already).
@@ -267,6 +285,7 @@ class HeaderCleanup:
         headers = bytes(self._held[:end])
         rest = bytes(self._held[end:])
         self._held.clear()
+        self._count_hops(headers)
         extra = b""
         if self._adding and end <= MAX_HEADER_HOLD:
             if headers and not headers.endswith(b"\n"):
