@@ -314,7 +314,14 @@ s(
     RESENT + b"Resent-Date: Tue, 08 Dec 2026 10:00:00 +0000\r\nResent-Message-ID: <r@client.test>\r\n"
     + FROM_A + DATE + MSGID + B,
 )  # fmt: skip
-s("sub-bcc", FROM_A + b"Bcc: h@client.test\r\n" + DATE + MSGID + B)
+# Bcc on submission: removed (policy.cleanup, as Postfix's cleanup), folded and Resent- ones too.
+s("sub-bcc", FROM_A + b"Bcc: h@client.test\r\n" + DATE + MSGID + B, FROM_A + DATE + MSGID + B)
+s(
+    "sub-bcc-folded",
+    FROM_A + b"BCC : h@client.test,\r\n\tj@client.test\r\n" + DATE + MSGID + B,
+    FROM_A + DATE + MSGID + B,
+)
+s("sub-resent-bcc", FROM_A + DATE + MSGID + b"Resent-bcc: k@client.test\r\n" + B, FROM_A + DATE + MSGID + B)
 s("sub-unqualified-addresses", b"From: alice\r\nTo: bob\r\n" + DATE + MSGID + B)
 s("sub-header-section-over-hold", PAD + FROM_A + B)
 s(
@@ -376,8 +383,6 @@ DELIBERATE: dict[str, str] = {
     "content-length-bdat": _DROPPED + "Content-Length",
     "bcc": _DROPPED + "Bcc, which RFC 5322 3.6.3 leaves to the message's preparer (relayed mail keeps it)",
     "bcc-bdat": _DROPPED + "Bcc",
-    "sub-bcc": _DROPPED + "Bcc: RFC 5322 3.6.3 gives the MUA three ways, one of which keeps it",
-    "sub-bcc-bdat": _DROPPED + "Bcc",
     "space-before-colon": _KEPT + "Postfix removes the space",
     "space-before-colon-bdat": _KEPT + "Postfix removes the space",
     "tab-before-colon": _KEPT + "Postfix removes the tab",
@@ -417,6 +422,8 @@ DELIBERATE: dict[str, str] = {
     "sub-no-from-bdat": _NO_FROM,
     "sub-continuation-first": _NO_FROM + " (its From: is body there)",
     "sub-continuation-first-bdat": _NO_FROM + " (its From: is body there)",
+    "sub-resent-bcc": _RESENT,
+    "sub-resent-bcc-bdat": _RESENT,
     "sub-resent-without-dates": _RESENT,
     "sub-resent-without-dates-bdat": _RESENT,
     "sub-resent-block-without-resent-date": _RESENT,

@@ -318,3 +318,22 @@ def test_hops_count_past_the_hold_bound() -> None:
     c.feed(message)
     c.finish()
     assert c.hops == MAX_HEADER_HOLD // len(field) + 10
+
+
+@pytest.mark.parametrize("step", [1, 5, 100_000])
+def test_submission_drops_bcc_fields_and_nothing_else(step: int) -> None:
+    # RFC 5322 3.6.3/3.6.6: Bcc and Resent-Bcc, any case, with their continuation lines; a field
+    # whose name only ends in "bcc", a Bcc in the body and MX's copy are left alone.
+    head = (
+        b"Bcc: a@b.test\r\nFrom: f@b.test\r\nBCC : c@b.test,\r\n\td@b.test\r\n"
+        b"X-Bcc: kept\r\nresent-bcc:\r\nSubject: s\r\n"
+    )
+    message = head + b"\r\nBcc: in the body\r\n"
+    kept = b"From: f@b.test\r\nX-Bcc: kept\r\nSubject: s\r\n"
+
+    def run_with(drop: bool) -> bytes:
+        c = HeaderCleanup(RECEIVED, add_message_id=None, add_date=None, drop_bcc=drop)
+        return b"".join(c.feed(message[i : i + step]) for i in range(0, len(message), step)) + c.finish()
+
+    assert run_with(True) == RECEIVED + kept + b"\r\nBcc: in the body\r\n"
+    assert run_with(False) == RECEIVED + message

@@ -494,7 +494,12 @@ class SMTPSession:
         if self.listener.add_missing_headers:
             msgid = f"Message-ID: <{time.time_ns():x}.{secrets.token_hex(6)}@{hostname}>\r\n".encode()
             date = f"Date: {stamp}\r\n".encode()
-        self.cleanup = HeaderCleanup(self._received(stamp, hostname), add_message_id=msgid, add_date=date)
+        self.cleanup = HeaderCleanup(
+            self._received(stamp, hostname),
+            add_message_id=msgid,
+            add_date=date,
+            drop_bcc=self.listener.add_missing_headers,  # submission: see policy.cleanup
+        )
 
     def _received(self, stamp: str, hostname: str) -> bytes:
         conn = self.conn

@@ -8,10 +8,14 @@ the body began without one; a first line that begins with white space is such a 
 smtpd: it would otherwise continue our own `Received:` field). Only the line not yet classified
 is held (a line is classified on its first `MAX_LINE` octets), except on submission, where the
 header section is held until its end so that a missing `Message-ID:` or `Date:` is added there
-(RFC 6409 8.2, 8.3). That hold is bounded by `MAX_HEADER_HOLD`: a header section larger than
-that gets nothing added, however its bytes were cut into chunks. A field present but empty
+(RFC 6409 8.2, 8.3), and its `Bcc:` and `Resent-Bcc:` fields are removed (`drop_bcc`): RFC 5322
+3.6.3 leaves their removal to whoever prepares the message, and a program that submits a message
+with the field in it would otherwise show every To and Cc recipient the blind copies' addresses
+(Postfix's cleanup removes them; smtplib's `send_message` and Nodemailer remove them first).
+That hold is bounded by `MAX_HEADER_HOLD`: a header section larger than that gets nothing added
+or removed, however its bytes were cut into chunks. A field present but empty
 (`Message-ID:` alone) counts as present, as in Postfix: adding a second one would break RFC
-5322 3.6's one-field limit. Nothing else is changed: fields are stored as they came.
+5322 3.6's one-field limit. Nothing else is changed: the other fields are stored as they came.
 
 What a client controls in the trace header is made safe here (`trace_name`, `header_host`),
 as Postfix's smtpd does with its HELO name: the header must parse the same for every
@@ -64,6 +68,8 @@ MAX_LINE: Final = 1000  # octets with CRLF (RFC 5321 4.5.3.1.6): longer lines fa
 # Postfix's hopcount_limit is 50 and counts Delivered-To too).
 MAX_HOPS: Final = 100
 _RECEIVED: Final = re.compile(rb"\nreceived[ \t]*:")
+# A Bcc or Resent-Bcc field with its continuation lines (RFC 5322 3.6.3, 3.6.6).
+_BCC: Final = re.compile(rb"^(?:resent-)?bcc[ \t]*:.*\n(?:[ \t].*\n)*", re.IGNORECASE | re.MULTILINE)
 # Whole lines at once, as _header_end classifies them one by one (a field's colon within the
 # line's first MAX_LINE octets): a run of field lines, each with its continuation lines, and a
 # run of continuation lines. Scanned in C, a header section costs no Python step per line.
@@ -141,13 +147,21 @@ def _rename_separator(line: bytes) -> bytes:
 class HeaderCleanup:
     """feed() bytes of the message as received; returns the bytes to store."""
 
-    def __init__(self, received: bytes, *, add_message_id: bytes | None, add_date: bytes | None) -> None:
+    def __init__(
+        self,
+        received: bytes,
+        *,
+        add_message_id: bytes | None,
+        add_date: bytes | None,
+        drop_bcc: bool = False,
+    ) -> None:
         self._prefix = received
         self._msgid = add_message_id
         self._date = add_date
-        # Whether the whole header section is held (to add fields at its end), or only the line
-        # not yet classified (every listener ends the section where Postfix's cleanup does).
-        self._adding = add_message_id is not None or add_date is not None
+        self._drop_bcc = drop_bcc
+        # Whether the whole header section is held (to add or drop fields at its end), or only the
+        # line not yet classified (every listener ends the section where Postfix's cleanup does).
+        self._adding = add_message_id is not None or add_date is not None or drop_bcc
         self._held = bytearray()
         self._scan = 0  # offset in _held of the first octet not yet classified
         self._in_line = False  # _scan is inside a line already classified (a field or a continuation)
@@ -290,6 +304,8 @@ class HeaderCleanup:
         if self._adding and end <= MAX_HEADER_HOLD:
             if headers and not headers.endswith(b"\n"):
                 headers += b"\r\n"
+            if self._drop_bcc:
+                headers = _BCC.sub(b"", headers)
             lowered = (b"\n" + headers).lower()
             if self._msgid is not None and _HAS_MSGID.search(lowered) is None:
                 extra += self._msgid
