@@ -1,6 +1,8 @@
 """`mailwright config check` and `mailwright config show`.
 
-``config check [--config PATH]`` validates a configuration file (or the built-in defaults) and
+``config check [--config PATH]`` validates a configuration file (or the built-in defaults), binds
+each listener's address on port 0 (a name that does not resolve, or an address this machine does
+not have, fails start-up; the configured port is left alone, a running server may hold it), and
 prints ``OK: <listeners>``, the served certificate, and any warnings (exit 0), among them the
 certificate's problems (`net.cert_checks`) and an open-file limit that the server could not raise
 to what ``limits.max_connections`` needs; or every problem as
@@ -19,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import os
+import socket
 import sys
 from pathlib import Path
 
-from mailwright.config.loader import ConfigError, load, toml_value
-from mailwright.config.schema import Config, check_warnings, running_as_root
+from mailwright.config.loader import ConfigError, load, toml_value, where_in_file
+from mailwright.config.schema import Config, QueueConfig, check_warnings, running_as_root
 from mailwright.limits.open_files import fit_open_files
 from mailwright.net.cert_checks import certificate_problems
 from mailwright.net.tls import TLSConfigError, describe_certificate, server_context
@@ -130,9 +134,48 @@ def _check_as(user: str, cert: Path | None, key: Path | None) -> None:
         raise ConfigError([f"user = {toml_value(user)}: {said}"])
 
 
+def _address_problems(config: Config) -> list[str]:
+    """Listener addresses the server could not bind on this machine: a host name that does not
+    resolve, or an address no interface has (EADDRNOTAVAIL at start-up). Each address is bound
+    on port 0, which finds that without touching the configured port (a running server may hold it)."""
+    out: list[str] = []
+    for i, lc in enumerate(config.listeners):
+        where = where_in_file(config.source, ("listeners", str(i), "address"))
+        shown = f"{where} = {toml_value(lc.address)}"
+        try:
+            infos = socket.getaddrinfo(lc.address, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except (OSError, UnicodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            out.append(
+                f"{shown}: does not resolve here ({reason}), and start-up binds what it resolves to "
+                '(fix: write an IP address of this machine, e.g. address = "0.0.0.0", or a host name that '
+                "resolves to one)"
+            )
+            continue
+        for family, kind, proto, _, addr in dict.fromkeys(infos):
+            with socket.socket(family, kind, proto) as sock:
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    sock.bind(addr)
+                except OSError as exc:
+                    if exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                        continue
+                    out.append(
+                        f"{shown}: {addr[0]} is not an address of this machine ({exc.strerror}), so "
+                        "the server cannot listen on it (fix: write an address it has, which ip -brief "
+                        'address lists, or "0.0.0.0" or "::" for every address)'
+                    )
+    return out
+
+
 def run_check(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
+        return EXIT_CONFIG
+    problems = _address_problems(config)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
         return EXIT_CONFIG
     origin = str(config.source) if config.source else "built-in defaults"
     # The certificate and key are loaded as the server will load them (as `nginx -t` does), so a
@@ -173,7 +216,35 @@ def run_check(args: argparse.Namespace) -> int:
     if not budget.fits:
         who = "a server started from this shell"
         print(f"warning: {budget.shortfall(config.limits.max_connections, who)}")
+    room = _queue_room(config)
+    if room is not None:
+        print(f"warning: {room}")
     return EXIT_OK
+
+
+def _queue_room(config: Config) -> str | None:
+    """A queue.min_free that refuses mail at once: more than the queue's file system has free now
+    (452 4.3.1 until space is freed) or holds at all (for ever)."""
+    place = config.queue.directory
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    try:
+        fs = os.statvfs(place)
+    except OSError:
+        return None
+    size, free, want = fs.f_blocks * fs.f_frsize, fs.f_bavail * fs.f_frsize, config.queue.min_free
+    if want >= size:
+        return (
+            f"queue.min_free = {want} is more than the file system of {place} holds ({size} bytes): every "
+            f"message gets 452 4.3.1 (fix: set it to what must stay free, e.g. {QueueConfig.min_free}, "
+            "the default)"
+        )
+    if want > free:
+        return (
+            f"queue.min_free = {want} is more than is free on the file system of {place} now ({free} "
+            "bytes): new mail gets 452 4.3.1 until that much is free (fix: free space, or lower min_free)"
+        )
+    return None
 
 
 def run_show(args: argparse.Namespace) -> int:

@@ -63,6 +63,10 @@ example (all values shown are the defaults, except where a comment says otherwis
 The configuration is a file or a pipe (`--config <(...)`) of at most 1 MiB; a directory or a
 device is refused before anything is read from it.
 Relative paths are relative to the directory of the configuration file; "~" means $HOME.
+hostname and the domains follow Postfix's valid_hostname (letters, digits, "-" inside a label, "_";
+no IP address, no final dot in hostname) and IDNA 2008 for non-ASCII names; each domain is
+matched exactly ("*.example.org" and ".example.org" are refused). tls.cert and tls.key must be
+regular files (a FIFO or device would hang the start).
 A state_dir, queue.directory or auth.users_db set in the file may be missing (it is created at
 start-up), but must not be, or lie under, an existing file; auth.users_db must not be a directory.
 $MAILWRIGHT_STATE_DIR replaces the default state directory; a state_dir in the file wins over it.
@@ -72,9 +76,10 @@ then, as start-up binds every address it resolves to) beside either.
 
 Invariants: `load` either returns a fully validated `Config` or raises `ConfigError`; every
 problem found is reported (not only the first), each as
-``file:line: key = value: what is wrong (fix: what to write instead)``.  Line numbers come from
-scanning the text for ``key =`` lines inside their ``[table]`` / ``[[listeners]]`` entry; best
-effort, falling back to the enclosing table's line.
+``file:line: key = value: what is wrong (fix: what to write instead)``, the value as TOML (a date
+as 1979-05-27); a key known in another table is told where it belongs, not to be removed.
+Line numbers come from scanning the text for ``key =`` lines inside their ``[table]`` /
+``[[listeners]]`` entry; best effort, falling back to the enclosing table's line.
 
 Not responsible for: the TOML grammar (tomllib), rendering a Config back to TOML
 (`mailwright.cli.config_cmd`), or acting on the settings.
@@ -83,6 +88,7 @@ Not responsible for: the TOML grammar (tomllib), rendering a Config back to TOML
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import ipaddress
 import math
@@ -146,6 +152,9 @@ def toml_value(value: object) -> str:
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, datetime.date | datetime.time):
+        # As the file has it (1979-05-27, 07:32:00), not as Python's repr.
+        return value.isoformat()
     return repr(value)
 
 
@@ -157,6 +166,9 @@ def _type_name(value: object) -> str:
         str: "a string",
         list: "a list",
         dict: "a table",
+        datetime.date: "a date",
+        datetime.datetime: "a date and time",
+        datetime.time: "a time of day",
     }.get(type(value), type(value).__name__)
 
 
@@ -186,6 +198,7 @@ def _index_lines(text: str) -> dict[tuple[str, ...], int]:
                 index = arrays.get(name, -1) + 1
                 arrays[name] = index
                 table = (*name, str(index))
+                found.setdefault(name, number)  # "[[listener]]", misspelt, is reported by its name
             else:
                 table = name
             found.setdefault(table, number)
@@ -194,6 +207,21 @@ def _index_lines(text: str) -> dict[tuple[str, ...], int]:
         if keyline is not None:
             found.setdefault((*table, *_split_key(keyline.group(1))), number)
     return found
+
+
+def where_in_file(path: Path | None, where: tuple[str, ...]) -> str:
+    """The ``file:line: key`` start of a message about setting `where` of a loaded configuration
+    (for checks made after `load`, such as `config check`'s); the file is read again."""
+    if path is None:
+        return _dotted(where)
+    try:
+        lines = _index_lines(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, UnicodeError):
+        lines = {}
+    key = where
+    while key and key not in lines:
+        key = key[:-1]
+    return f"{path}:{lines[key]}: {_dotted(where)}" if key else f"{path}: {_dotted(where)}"
 
 
 class _Reader:
@@ -226,6 +254,16 @@ class _Reader:
     def table(self, data: Mapping[str, Any], where: tuple[str, ...], allowed: tuple[str, ...]) -> None:
         for key in data:
             if key in allowed:
+                continue
+            home = _home_of(key)
+            if home is not None:
+                # A known key in the wrong place: mostly one appended at the end of the file, which
+                # TOML puts in the last [table] above it. "Remove it" would lose the setting.
+                here = "a top-level key" if not where else f"a key of {_table_name(where)}"
+                fix = f"{key} belongs {home}: move it there"
+                if where:
+                    fix += " (in TOML every key below a [table] header is part of that table)"
+                self.problem((*where, key), f"is not {here}", fix=fix)
                 continue
             close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
             fix = f"did you mean {close[0]!r}?" if close else f"remove it; known keys: {', '.join(allowed)}"
@@ -261,7 +299,8 @@ class _Reader:
             self.problem(where, f"must be a whole number, not {_type_name(value)}", value=value, fix=fix)
             return default
         if not low <= value <= high:
-            rng = f">= {low}" if high >= 2**62 else f"from {low} to {high}"
+            # ">= 1" alone would read as wrong for 2**63, which is >= 1 and still too large.
+            rng = f">= {low}" if high >= 2**62 and value < low else f"from {low} to {high}"
             self.problem(where, f"must be a whole number {rng}", value=value, fix=fix)
             return default
         return value
@@ -298,7 +337,7 @@ class _Reader:
         if value is _MISSING:
             return default
         if not isinstance(value, str) or not value.strip():
-            what = "empty" if isinstance(value, str) else _type_name(value)
+            what = "an empty string" if isinstance(value, str) else _type_name(value)
             self.problem(where, f"must be a non-empty string, not {what}", value=value, fix=example)
             return default
         return value
@@ -308,7 +347,10 @@ class _Reader:
         if value is _MISSING:
             return None
         if not isinstance(value, str) or not value.strip() or "\0" in value:
-            what = _type_name(value) if not isinstance(value, str) else "not a usable path"
+            if not isinstance(value, str):
+                what = f"not {_type_name(value)}"
+            else:
+                what = "not an empty string" if not value.strip() else "without NUL characters"
             self.problem(where, f"must be a file system path in quotes, {what}", value=value, fix=example)
             return None
         if value == "~" or value.startswith("~/"):
@@ -351,12 +393,28 @@ def _dotted(where: tuple[str, ...]) -> str:
     return out
 
 
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
+
+
 def _domain_problem(name: str) -> str | None:
-    host = name.rstrip(".")
+    """Why `name` is no host or domain name, or None. The rules are Postfix's valid_hostname
+    (letters, digits, hyphens inside a label, underscores; 1 to 63 characters a label, at most 253
+    in all; no IP address), plus IDNA 2008 for a name with non-ASCII letters, as recipients'
+    domains are read (protocol.address) and the server writes its own name (A-labels)."""
+    host = name[:-1] if name.endswith(".") else name
     if not host:
         return "it is empty"
+    if host.startswith(("*", ".")):
+        return (
+            "a wildcard or leading dot (Postfix's way to include subdomains) is not supported: each "
+            "domain is matched exactly, so list every subdomain that receives mail"
+        )
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in host):
+        return "it contains a control character"
     if any(c.isspace() or c in "@/:[]\\\"'<>,;" for c in host):
         return "it contains a character not allowed in a domain name"
+    if is_ip_address(host):
+        return "it is an IP address, not a name (RFC 5321 2.3.5)"
     try:
         # IDNA2008, as addresses on the wire are read (protocol.address): a name only IDNA 2003
         # takes (full-width letters, symbols) would be a domain no recipient could ever match.
@@ -364,13 +422,42 @@ def _domain_problem(name: str) -> str | None:
     except AddressError as exc:
         why = exc.reason
         return f"it is not a valid internationalised domain name ({why}); write it in U-labels or A-labels"
-    if len(ascii_form) > 253 or any(not 1 <= len(label) <= 63 for label in ascii_form.split(".")):
+    labels = ascii_form.split(".")
+    if len(ascii_form) > 253 or any(not 1 <= len(label) <= 63 for label in labels):
         return "labels must be 1 to 63 characters and the whole name at most 253"
+    for label in labels:
+        if not _LABEL.fullmatch(label):
+            if "-" in (label[0], label[-1]):
+                return f"the label {label!r} starts or ends with a hyphen"
+            return "it contains a character not allowed in a domain name (letters, digits, - and _)"
+    if labels[-1].isdigit():
+        return "its last label is all digits, which no top-level domain is (RFC 3696 2)"
     return None
 
 
 def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
+
+
+_TABLES = (("tls", TLSConfig), ("auth", AuthConfig), ("limits", LimitsConfig), ("queue", QueueConfig))
+
+
+def _home_of(key: str) -> str | None:
+    """Where a known key belongs, in words ("under [auth]"), or None for a key known nowhere.
+    No two tables share a key name, so the answer is unique."""
+    for table, cls in _TABLES:
+        if key in _field_names(cls):
+            return f"under [{table}]"
+    if key in _field_names(ListenerConfig):
+        return "in a [[listeners]] entry"
+    tables = {"listeners", "source", *(name for name, _ in _TABLES)}
+    if key in _field_names(Config) and key not in tables:
+        return "at the top of the file, above the first [table] header"
+    return None
+
+
+def _table_name(where: tuple[str, ...]) -> str:
+    return "a [[listeners]] entry" if where[0] == "listeners" else f"[{'.'.join(where)}]"
 
 
 def _read_listeners(r: _Reader, data: Mapping[str, Any]) -> tuple[ListenerConfig, ...] | None:
@@ -396,9 +483,7 @@ def _read_listeners(r: _Reader, data: Mapping[str, Any]) -> tuple[ListenerConfig
             r.problem(where, "has no role", fix='add role = "mx", "submission" or "submissions"')
             continue
         if role not in schema.ROLES:
-            close = difflib.get_close_matches(str(role), schema.ROLES, n=1)
-            fix = f"did you mean {close[0]!r}?" if close else 'use "mx", "submission" or "submissions"'
-            r.problem((*where, "role"), "unknown listener role", value=role, fix=fix)
+            r.problem((*where, "role"), "unknown listener role", value=role, fix=_role_fix(role))
             continue
         role = cast(schema.ListenerRole, role)
         address = r.string(entry, (*where, "address"), "127.0.0.1", 'write address = "0.0.0.0" or "::"')
@@ -423,6 +508,14 @@ def _read_listeners(r: _Reader, data: Mapping[str, Any]) -> tuple[ListenerConfig
                 fix=f"write the IPv4 address: address = {toml_value(mapped)}",
             )
             address = mapped
+        elif address.strip().lower() in ("*", "all", "any"):
+            # Postfix's inet_interfaces = all, Exim's and nginx's "*": no host has that name.
+            r.problem(
+                (*where, "address"),
+                "is not an address: every address of this machine is written as the wildcard of its family",
+                value=address,
+                fix='write address = "0.0.0.0" for all of IPv4, and a second listener with "::" for IPv6',
+            )
         elif not _is_bind_address(address):
             r.problem(
                 (*where, "address"),
@@ -454,6 +547,31 @@ def _read_listeners(r: _Reader, data: Mapping[str, Any]) -> tuple[ListenerConfig
         earlier.append((i, listener))
         out.append(listener)
     return tuple(out)
+
+
+# Names other servers give these services (Postfix's master.cf: smtp, submission, smtps).
+_ROLE_ALIASES: Mapping[str, tuple[str, str]] = {
+    "smtp": ("mx", "port 25, mail from other servers"),
+    "smtpd": ("mx", "port 25, mail from other servers"),
+    "smtps": ("submissions", "port 465, implicit TLS, RFC 8314"),
+    "ssl": ("submissions", "port 465, implicit TLS, RFC 8314"),
+    "tls": ("submissions", "port 465, implicit TLS, RFC 8314"),
+    "msa": ("submission", "port 587, STARTTLS, RFC 6409"),
+    "starttls": ("submission", "port 587, STARTTLS, RFC 6409"),
+}
+
+
+def _role_fix(role: object) -> str:
+    if not isinstance(role, str):
+        return 'write role = "mx", "submission" or "submissions", in quotes'
+    word = role.strip().lower()
+    if word in schema.ROLES:
+        return f"write it in lower case: role = {toml_value(word)}"
+    if word in _ROLE_ALIASES:
+        name, what = _ROLE_ALIASES[word]
+        return f"write role = {toml_value(name)} ({what})"
+    close = difflib.get_close_matches(word, schema.ROLES, n=1)
+    return f"did you mean {close[0]!r}?" if close else 'use "mx", "submission" or "submissions"'
 
 
 def _unliteral(address: str) -> str:
@@ -589,6 +707,17 @@ def _read_tls(r: _Reader, data: Mapping[str, Any]) -> TLSConfig:
         if p is None:
             continue
         try:
+            # stat before open: opening a FIFO waits for a writer, and reading a device
+            # (/dev/zero, /dev/stdin) never ends: both would hang the check and the start.
+            if not stat.S_ISREG(p.stat().st_mode):
+                what = "a directory" if p.is_dir() else "a device, FIFO or socket"
+                r.problem(
+                    ("tls", name),
+                    f"is {what}, not a PEM file",
+                    value=str(p),
+                    fix="name the file itself: Let's Encrypt's fullchain.pem for cert, privkey.pem for key",
+                )
+                continue
             with open(p, "rb") as f:
                 f.read(1)
         except OSError as exc:
@@ -678,19 +807,91 @@ def _read_limits(r: _Reader, data: Mapping[str, Any]) -> LimitsConfig:
     )
 
 
+# What to do about tomllib's complaints, by the start of its message; the rest get the general fix.
+_TOML_FIXES: tuple[tuple[str, str], ...] = (
+    (
+        "Invalid value",
+        'strings need double quotes, e.g. hostname = "mail.example.org"; true and false are lower case',
+    ),
+    (
+        "Illegal character '\\n'",
+        'close the string with its quote on the same line, e.g. hostname = "mail.example.org"',
+    ),
+    ("Unterminated string", "close the string with its quotes"),
+    ('Expected "\'"', "close the string with its quote on the same line"),
+    ("Expected '=' after a key", "write key = value (TOML uses =, not :)"),
+    ("Unclosed array", 'close the list with ], e.g. local_domains = ["example.org"]'),
+    ("Unclosed inline table", "close the table with }"),
+    ("Expected ']' at the end of a table", "close the header: [limits], or [[listeners]] for a listener"),
+    (
+        "Expected newline or end of document",
+        "one key = value per line; numbers have no leading zeros or units",
+    ),
+    ("Cannot overwrite a value", "set each key once, and give no key the name of a table"),
+    ("Cannot declare", "write each [table] header once, with all its keys below it"),
+    ("Duplicate inline table key", "set each key once"),
+)
+
+
 def _parse(text: str, path: Path | None) -> dict[str, Any]:
+    where = str(path or "<config>")
+    if text.startswith("\ufeff"):
+        # Notepad's UTF-8 byte order mark: TOML has no place for it, and tomllib says only
+        # "Invalid statement (at line 1, column 1)".
+        raise ConfigError(
+            [
+                f"{where}:1: the file starts with a byte order mark (U+FEFF), which TOML does not allow "
+                "(fix: save it as UTF-8 without BOM, e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' FILE)"
+            ]
+        )
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         m = re.search(r"line (\d+)", message)
-        where = f"{path}:{m.group(1)}" if path is not None and m else str(path or "<config>")
-        raise ConfigError(
-            [
-                f"{where}: TOML syntax error: {message} (fix: correct the syntax on that line; "
-                'strings need double quotes, e.g. hostname = "mail.example.org")'
-            ]
-        ) from None
+        line = int(m.group(1)) if m else None
+        at = f"{where}:{line}" if path is not None and line is not None else where
+        twice = _defined_twice(text, line) if line is not None else None
+        if twice is not None and ("overwrite" in message or "twice" in message):
+            name, first, table = twice
+            fix = (
+                f"merge the two {name} sections into one"
+                if table
+                else "keep one of them: a key may be set once in its table"
+            )
+            problem = f"{name} appears twice, first on line {first}"
+            raise ConfigError([f"{at}: TOML: {problem} (fix: {fix})"]) from None
+        fix = next(
+            (fix for start, fix in _TOML_FIXES if message.startswith(start)),
+            "correct the syntax on that line",
+        )
+        raise ConfigError([f"{at}: TOML syntax error: {message} (fix: {fix})"]) from None
+
+
+def _defined_twice(text: str, line: int) -> tuple[str, int, bool] | None:
+    """For a key or [table] on `line` that an earlier line already defines: how it is written,
+    that earlier line, and whether it is a table header; else None."""
+    seen: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    for number, raw in enumerate(text.splitlines()[:line], start=1):
+        stripped = raw.strip()
+        header = _HEADER.match(stripped)
+        if header is not None:
+            table = _split_key(header.group(2))
+            if header.group(1):  # [[x]]: a new entry each time; only its keys can repeat
+                seen = {k: v for k, v in seen.items() if k[: len(table)] != table}
+                continue
+            if number == line and table in seen:
+                return f"[{'.'.join(table)}]", seen[table], True
+            seen.setdefault(table, number)
+            continue
+        keyline = _KEYLINE.match(stripped)
+        if keyline is not None:
+            key = (*table, *_split_key(keyline.group(1)))
+            if number == line and key in seen:
+                return ".".join(_split_key(keyline.group(1))), seen[key], False
+            seen.setdefault(key, number)
+    return None
 
 
 class _NotAFile(Exception):
@@ -758,6 +959,14 @@ def load(
             f"is not a host name: {_domain_problem(hostname)}",
             value=hostname,
             fix='write the public name of this server, e.g. hostname = "mail.example.org"',
+        )
+    elif "hostname" in data and hostname.endswith("."):
+        # The greeting and EHLO carry it as written, and RFC 5321's Domain has no final dot.
+        r.problem(
+            ("hostname",),
+            "ends with a dot, which the name in the greeting and EHLO may not have (RFC 5321 4.1.2)",
+            value=hostname,
+            fix=f"write hostname = {toml_value(hostname.rstrip('.'))}",
         )
     state_dir = r.path(data, ("state_dir",), 'write state_dir = "/var/lib/mailwright"')
     _check_directory(r, ("state_dir",), data.get("state_dir"), state_dir)

@@ -19,7 +19,8 @@ Children forked or spawned afterwards inherit the limit, so one call before the 
 covers them all.
 
 Not responsible for: enforcing the cap (`limits.connections`), what a refused client is told
-(`net.server`), or the operating system's own ceilings (fs.nr_open, fs.file-max).
+(`net.server`), or the operating system's own ceilings (fs.nr_open, fs.file-max), beyond not
+suggesting a limit above fs.nr_open.
 """
 
 from __future__ import annotations
@@ -53,13 +54,32 @@ class FileBudget:
         """What an operator is told when the limit does not fit `configured` connections, with the fix."""
         need = self.need
         hard = "unlimited" if self.hard is None else self.hard
+        ceiling = system_ceiling()
+        if ceiling is not None and need > ceiling:
+            # No ulimit can go past fs.nr_open: raising the limit is no fix.
+            fix = (
+                f"lower limits.max_connections: this system lets no process open more than {ceiling} "
+                "files (fs.nr_open)"
+            )
+        else:
+            fix = (
+                f"raise the limit to {need}, e.g. `ulimit -n {need}` in the shell or LimitNOFILE={need} "
+                "in the systemd unit, or lower limits.max_connections"
+            )
         return (
             f"limits.max_connections = {configured} needs {need} open files per process, but {who} "
             f"may open only {self.soft} (its hard limit is {hard}): serving at most "
-            f"{self.max_connections} connections, the rest get 421 4.7.0 (fix: raise the limit to "
-            f"{need}, e.g. `ulimit -n {need}` in the shell or LimitNOFILE={need} in the systemd unit, "
-            "or lower limits.max_connections)"
+            f"{self.max_connections} connections, the rest get 421 4.7.0 (fix: {fix})"
         )
+
+
+def system_ceiling() -> int | None:
+    """The most open files the kernel lets any process have (Linux's fs.nr_open), or None."""
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _finite(value: int) -> int | None:

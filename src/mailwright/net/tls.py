@@ -38,7 +38,9 @@ import ipaddress
 import os
 import pwd
 import ssl
+import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +58,8 @@ SELF_SIGNED_VALIDITY = dt.timedelta(days=365)
 # A reused self-signed certificate must stay valid at least this long, so a server started
 # just before expiry does not begin failing handshakes days later.
 SELF_SIGNED_RENEW_BEFORE = dt.timedelta(days=7)
+# A full chain is a few KiB; this bounds what a wrong path (a log, a disk image) makes us read.
+MAX_PEM_BYTES = 1024 * 1024
 
 
 class TLSConfigError(Exception):
@@ -93,22 +97,44 @@ def _who() -> tuple[str, str]:
 
 def _read(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
+        # O_NONBLOCK: opening a FIFO does not wait for a writer, so it can be refused below; a
+        # device would be read without end. Neither is a certificate or a key.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(mode):
+                raise TLSConfigError(
+                    f"{what} file {path} is a device, FIFO or socket, not a PEM file (fix: point the "
+                    "setting under [tls] at the file itself)"
+                )
+            data = f.read(MAX_PEM_BYTES + 1)
+        if len(data) > MAX_PEM_BYTES:
+            raise TLSConfigError(
+                f"{what} file {path} is larger than 1 MiB, which no PEM {what} is (fix: check the "
+                "setting under [tls])"
+            )
+        return data
     except FileNotFoundError:
-        raise TLSConfigError(f"{what} file {path} does not exist: fix the path in the TLS settings") from None
+        raise TLSConfigError(
+            f"{what} file {path} does not exist (fix: correct the path under [tls])"
+        ) from None
     except IsADirectoryError:
         raise TLSConfigError(
-            f"{what} file {path} is a directory: point the TLS setting at the file"
+            f"{what} file {path} is a directory (fix: point the setting under [tls] at the file)"
         ) from None
     except PermissionError:
         user, group = _who()
         raise TLSConfigError(
             f"{what} file {path} is not readable by user {user}, as whom the server runs (permission "
-            f"denied): let that user read it and enter the directories above it, e.g. chgrp {group} "
-            f"{path} && chmod g+r {path}, or add {user} to a group that may (ssl-cert on Debian)"
+            f"denied) (fix: let that user read it and enter the directories above it, e.g. chgrp {group} "
+            f"{path} && chmod g+r {path}, or add {user} to a group that may, ssl-cert on Debian)"
         ) from None
     except OSError as exc:
-        raise TLSConfigError(f"{what} file {path} cannot be read: {exc.strerror}") from None
+        raise TLSConfigError(
+            f"{what} file {path} cannot be read: {exc.strerror} (fix: check the path under [tls])"
+        ) from None
 
 
 def _certificates(path: Path) -> list[x509.Certificate]:
@@ -116,10 +142,26 @@ def _certificates(path: Path) -> list[x509.Certificate]:
     try:
         return x509.load_pem_x509_certificates(data)
     except ValueError:
-        raise TLSConfigError(
-            f"certificate file {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----); "
-            f"a DER file converts with: openssl x509 -inform der -in {path} -out {path}.pem"
-        ) from None
+        pass
+    fix = "cert names the certificate chain in PEM, e.g. Let's Encrypt's fullchain.pem, and key its key"
+    if not data.strip():
+        problem = "is empty"
+    elif b"PRIVATE KEY-----" in data:
+        problem = "holds a private key, not a certificate: are cert and key the other way round?"
+    elif _is_der(data, x509.load_der_x509_certificate):
+        problem = "holds a DER certificate, not PEM"
+        fix = f"convert it, openssl x509 -inform der -in {path} -out {path}.pem, and point cert there"
+    else:
+        problem = "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    raise TLSConfigError(f"certificate file {path} {problem} (fix: {fix})")
+
+
+def _is_der(data: bytes, load: Callable[[bytes], object]) -> bool:
+    try:
+        load(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def _private_key(path: Path) -> PrivateKeyTypes:
@@ -128,15 +170,26 @@ def _private_key(path: Path) -> PrivateKeyTypes:
         return serialization.load_pem_private_key(data, password=None)
     except TypeError:
         raise TLSConfigError(
-            f"key file {path} is encrypted: mailwright needs an unencrypted key "
-            f"(openssl pkey -in {path} -out {path}.plain, then keep it mode 0600)"
+            f"key file {path} is encrypted, and the server cannot ask for its passphrase (fix: decrypt "
+            f"it, openssl pkey -in {path} -out {path}.plain, keep that mode 0600 and point key there)"
         ) from None
     except ValueError:
-        raise TLSConfigError(
-            f"key file {path} holds no usable PEM private key (-----BEGIN PRIVATE KEY-----)"
-        ) from None
+        pass
     except UnsupportedAlgorithm as exc:
-        raise TLSConfigError(f"key file {path} uses an unsupported key type: {exc}") from None
+        raise TLSConfigError(
+            f"key file {path} uses an unsupported key type: {exc} (fix: an RSA or EC key)"
+        ) from None
+    fix = "key names the certificate's private key in PEM, e.g. Let's Encrypt's privkey.pem"
+    if not data.strip():
+        problem = "is empty"
+    elif b"-----BEGIN CERTIFICATE-----" in data:
+        problem = "holds a certificate, not a private key: are cert and key the other way round?"
+    elif _is_der(data, lambda der: serialization.load_der_private_key(der, password=None)):
+        problem = "holds a DER key, not PEM"
+        fix = f"convert it, openssl pkey -inform der -in {path} -out {path}.pem, and point key there"
+    else:
+        problem = "holds no usable PEM private key (-----BEGIN PRIVATE KEY-----)"
+    raise TLSConfigError(f"key file {path} {problem} (fix: {fix})")
 
 
 def _matches(cert: x509.Certificate, key: PrivateKeyTypes) -> bool:
@@ -149,13 +202,29 @@ def _load_chain(context: ssl.SSLContext, cert: Path, key: Path) -> None:
     private = _private_key(key)
     if not _matches(chain[0], private):
         raise TLSConfigError(
-            f"key file {key} does not match certificate file {cert}: the first certificate in "
-            f"{cert.name} must be the server's own, signed for this key"
+            f"key file {key} does not match certificate file {cert} (fix: the first certificate in "
+            f"{cert.name} must be the server's own, issued for this key: put it first, or name its key)"
         )
     try:
         context.load_cert_chain(str(cert), str(key))
     except (ssl.SSLError, OSError) as exc:
-        raise TLSConfigError(f"OpenSSL refused certificate {cert} with key {key}: {exc}") from None
+        reason = getattr(exc, "reason", None)
+        fix = _OPENSSL_FIXES.get(
+            str(reason),
+            f"check both files: openssl x509 -in {cert} -noout -subject; openssl pkey -in {key} -noout",
+        )
+        raise TLSConfigError(
+            f"OpenSSL refused certificate {cert} with key {key}: {exc} (fix: {fix})"
+        ) from None
+
+
+# OpenSSL's reasons (security level 2, Debian's default) that the operator can act on.
+_OPENSSL_FIXES = {
+    "EE_KEY_TOO_SMALL": "the key is too small for OpenSSL's security level: make a new key, RSA of "
+    "2048 bits or more, or EC P-256, and get a certificate for it",
+    "CA_MD_TOO_WEAK": "the certificate is signed with SHA-1 or MD5, which OpenSSL refuses: get a new one",
+    "CA_KEY_TOO_SMALL": "a certificate in the chain has a key too small for OpenSSL: get a current chain",
+}
 
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -349,9 +418,18 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
         _write_atomic(key_path, key_pem, 0o600)
         _write_atomic(cert_path, cert_pem, 0o644)
     except OSError as exc:
+        blocker = next(
+            (p for p in (*reversed(directory.parents), directory) if p.exists() and not p.is_dir()), None
+        )
+        if blocker is not None:
+            # mkdir says only "File exists": the file in the way is what to name.
+            raise TLSConfigError(
+                f"cannot write a self-signed certificate into {directory}: {blocker} is a file, not a "
+                "directory (fix: move that file away, or set [tls] cert and key)"
+            ) from None
         raise TLSConfigError(
-            f"cannot write a self-signed certificate into {directory}: {exc.strerror}; "
-            "make the directory writable or configure a certificate"
+            f"cannot write a self-signed certificate into {directory}: {exc.strerror} "
+            "(fix: let the server's user write that directory, or set [tls] cert and key)"
         ) from None
     return cert_path, key_path
 
