@@ -24,6 +24,7 @@ import errno
 import ipaddress
 import logging
 import os
+import pwd
 import signal
 import socket
 import sqlite3
@@ -470,7 +471,7 @@ def run(config: Config) -> int:
         log.error("cannot start: %s", exc)
         return 1
     except (UserError, sqlite3.Error) as exc:
-        log.error("cannot start: user database: %s (fix: check auth.users_db and its permissions)", exc)
+        log.error("cannot start: %s", _users_db_problem(config.users_db, exc))
         return 1
     except socket.gaierror as exc:
         # Only a listener's address is looked up at start-up; the resolver does not say which.
@@ -483,18 +484,56 @@ def run(config: Config) -> int:
         )
         return 1
     except OSError as exc:
-        hint = ""
-        if exc.errno == errno.EADDRINUSE:
-            hint = " (fix: another server, Postfix perhaps, listens there: stop it or change the port)"
-        elif exc.errno == errno.EACCES:
-            hint = " (fix: ports below 1024 need root or CAP_NET_BIND_SERVICE; or use ports above 1024)"
-        elif exc.errno in (errno.EEXIST, errno.ENOTDIR):
-            # The state directory (or one below it) could not be made: a file has its name.  The
-            # loader catches this for paths written in the file, not for $MAILWRIGHT_STATE_DIR.
-            hint = (
-                " (fix: a file stands where mailwright makes a directory: move it, or choose another"
-                " state_dir or MAILWRIGHT_STATE_DIR)"
-            )
-        log.error("cannot start: %s%s", exc, hint)
+        log.error("cannot start: %s%s", exc, _os_error_hint(exc))
         return 1
     return 0
+
+
+def _os_error_hint(exc: OSError) -> str:
+    """The fix for an OSError at start-up: a bind (no file name) or a path of the state."""
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        # The state directory (or one below it) could not be made: a file has its name.  The
+        # loader catches this for paths written in the file, not for $MAILWRIGHT_STATE_DIR.
+        return (
+            " (fix: a file stands where mailwright makes a directory: move it, or choose another"
+            " state_dir or MAILWRIGHT_STATE_DIR)"
+        )
+    if exc.filename is not None:
+        # A path of the state (directory, queue, lock, user database): a bind error names none.
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            try:
+                user = pwd.getpwuid(os.geteuid()).pw_name
+            except KeyError:
+                user = f"uid {os.geteuid()}"
+            return (
+                f" (fix: the server runs as {user}, who may not create or write there: give it the"
+                " directory, or set state_dir (or MAILWRIGHT_STATE_DIR) to one it may write)"
+            )
+        if exc.errno == errno.EROFS:
+            return " (fix: that file system is read-only: set state_dir to a directory on a writable one)"
+        return (
+            " (fix: check state_dir, queue.directory and auth.users_db, or MAILWRIGHT_STATE_DIR: each"
+            " must be a directory, or a file in one, that the server can create and write)"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return " (fix: another server, Postfix perhaps, listens there: stop it or change the port)"
+    if exc.errno == errno.EACCES:
+        return " (fix: ports below 1024 need root or CAP_NET_BIND_SERVICE; or use ports above 1024)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            " (fix: that is no address of this machine: set the listener's address to one it has"
+            ' (ip -brief address lists them), or to "0.0.0.0" or "::" for every address)'
+        )
+    return ""
+
+
+def _users_db_problem(db: Path, exc: Exception) -> str:
+    """The user database at `db` cannot be opened: which file, why, and the fix."""
+    if db.is_dir():
+        example = db / "users.db"
+        return f"user database {db} is a directory (fix: set auth.users_db to a file in it, e.g. {example})"
+    said = str(exc)
+    problem = said if str(db) in said else f"user database {db}: {said}"
+    if "fix:" in said:
+        return problem
+    return f"{problem} (fix: check auth.users_db and its permissions)"

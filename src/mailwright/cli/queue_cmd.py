@@ -8,7 +8,9 @@ Invariants:
 - Opens the queue as an operator only (`SQLiteQueueStore(..., writer=False)`): never takes the writer
   lock, never creates or recovers anything, so it is safe while a server runs on the same directory.
 - Exit status: 0 on success, 1 for an unknown id or an unusable queue, 2 for usage errors. Problems
-  are one line on stderr naming what went wrong; never a traceback.
+  are one line on stderr naming what went wrong and the fix; never a traceback. Text that is no
+  queue id (wrong length or alphabet) is said to be none, as Postfix's postsuper says "invalid mail
+  queue id", rather than "no message with id".
 - Every value a client chose (sender, recipients, HELO name, SASL identity, parameters, a remote
   server's last reply) and every header line of `show` is printed through
   `log_format.printable`: each character that is not printable, a control (ESC, CR, U+009B CSI),
@@ -32,7 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mailwright.log_format import printable
-from mailwright.queue.model import MessageInfo
+from mailwright.queue.model import QUEUE_ID_LENGTH, MessageInfo, queue_id_number
 from mailwright.queue.sqlite import QueueUnusable, SQLiteQueueStore
 
 _PROG = "mailwright queue"
@@ -83,12 +85,23 @@ def run(args: argparse.Namespace, queue_dir: Path) -> int:
     if command is None:
         print(f"{_PROG}: unknown command {getattr(args, 'queue_command', None)!r}", file=sys.stderr)
         return 2
+    if queue_dir.exists() and not queue_dir.is_dir():
+        print(
+            f"{_PROG}: {queue_dir} is a file, not a queue directory (fix: give --queue-dir the directory "
+            "that holds queue.db, by default the queue directory in state_dir)",
+            file=sys.stderr,
+        )
+        return 1
     try:
         store = SQLiteQueueStore(queue_dir, writer=False)
+        # After the open, which refuses a queue of another schema (whose ids may look otherwise).
+        given = getattr(args, "id", None)
+        if given is not None and queue_id_number(given) is None:
+            return _not_an_id(given)
         return command(store, args)
     except FileNotFoundError:
-        hint = "the server creates it when it first starts; check --config"
-        print(f"{_PROG}: no queue in {queue_dir} ({hint})", file=sys.stderr)
+        hint = "the server creates it when it first starts; check --config or --queue-dir"
+        print(f"{_PROG}: no queue in {queue_dir} (fix: {hint})", file=sys.stderr)
         return 1
     except BrokenPipeError:
         return 0  # the reader (e.g. `| head`) has gone; not an error
@@ -97,12 +110,33 @@ def run(args: argparse.Namespace, queue_dir: Path) -> int:
         return 1
     except (OSError, sqlite3.Error) as exc:
         hint = "check that --queue-dir or queue.directory names a mailwright queue you may read"
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            # Not the server: it commits in milliseconds, and this waited seconds for it.
+            hint = (
+                "another process has held the queue database locked for seconds, an open sqlite3 shell "
+                f"perhaps (fuser {queue_dir / 'queue.db'} names it): end it and try again"
+            )
         print(f"{_PROG}: cannot read the queue in {queue_dir}: {exc} (fix: {hint})", file=sys.stderr)
         return 1
 
 
+def _not_an_id(given: str) -> int:
+    # Postfix's postsuper says "invalid mail queue id" here, not "not found": a mistyped or
+    # truncated id is told apart from a message that has left the queue.
+    print(
+        f"{_PROG}: '{printable(given, 64)}' is not a queue id (fix: copy the id from `mailwright "
+        f"queue list`: {QUEUE_ID_LENGTH} letters and digits, e.g. 1M8PEDCK5H8A3)",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def _unknown(id: str) -> int:
-    print(f"{_PROG}: no message with id {id!r} in the queue", file=sys.stderr)
+    print(
+        f"{_PROG}: no message with id '{printable(id)}' in the queue (fix: `mailwright queue list` shows "
+        "the messages it holds; one that was delivered or deleted has left it)",
+        file=sys.stderr,
+    )
     return 1
 
 

@@ -36,6 +36,7 @@ from mailwright.users.store import MissingDatabase, UserError, UserStore
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+_LIST_FIX = "fix: `mailwright user list` shows the users it has; check --users-db or auth.users_db"
 
 
 def _error(command: str, message: str) -> None:
@@ -95,7 +96,7 @@ def run_passwd(args: argparse.Namespace, db: Path) -> int:
     with UserStore(db, create=False) as store:
         info = store.get(args.name)
         if info is None:  # said before the password is asked for, not after
-            _error("passwd", f"no user {args.name!r} in {db}")
+            _error("passwd", f"no user {args.name!r} in {db} ({_LIST_FIX})")
             return EXIT_REFUSED
         password = _read_password(args, "passwd")
         if password is None:
@@ -116,7 +117,7 @@ def run_del(args: argparse.Namespace, db: Path) -> int:
     with UserStore(db, create=False) as store:
         removed = store.delete(args.name)
     if not removed:
-        _error("del", f"no user {args.name!r} in {db}")
+        _error("del", f"no user {args.name!r} in {db} ({_LIST_FIX})")
         return EXIT_REFUSED
     print(f"deleted {args.name} from {db}")
     return EXIT_OK
@@ -190,6 +191,11 @@ def _database_problem(db: Path | None, exc: sqlite3.Error | OSError) -> str:
                 "(fix: check --users-db, or auth.users_db and state_dir in the configuration)"
             )
     what = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in what:
+        return (
+            f"user database {db}: {what} (fix: another process has held it locked for seconds, an "
+            f"open sqlite3 shell perhaps (fuser {db} names it): end it and try again; nothing changed)"
+        )
     return (
         f"user database {db}: {what} (fix: check that --users-db or auth.users_db names a "
         "mailwright user database that you may read and write)"

@@ -16,6 +16,9 @@ Invariants:
   case-insensitive, RFC 5321 section 2.4; IDNA2008 as relay policy compares them, so a U-label
   and its A-label are one domain and "faß.de" is not "fass.de"), the local part is kept as written.
   Owned sender domains are kept and compared in the same form.
+- A password is non-empty UTF-8 without NUL (AUTH PLAIN's separator, RFC 4616 2) and at most
+  `MAX_PASSWORD_BYTES`: what a client can send in a SASL line (RFC 4954 4); any other could never
+  log in, so it is refused when set.
 - `verify_password` costs one scrypt whether or not the user exists (a dummy hash is checked
   for unknown names), so timing does not reveal which names exist.
 - The database file is created with mode 0600 and its directory with 0700; made by root in a
@@ -56,6 +59,10 @@ log = logging.getLogger("mailwright.users")
 SCHEMA_VERSION = 1
 MAX_NAME = 255
 MAX_ADDRESS = 254
+# The longest password a client can send: RFC 4954 4 lets a server refuse SASL lines over 12288
+# octets (ours does), and AUTH PLAIN carries base64("\0" + name + "\0" + password), a third
+# longer. 8192 bytes fit with a 255-character name; a longer password could never log in.
+MAX_PASSWORD_BYTES = 8192
 
 
 class UserError(ValueError):
@@ -89,6 +96,13 @@ def _check_password(password: str) -> None:
         raise UserError("password must not be empty")
     if not _is_utf8(password):
         raise UserError("password must be UTF-8 text")
+    if "\0" in password:
+        # PLAIN separates name and password with NUL (RFC 4616 2): such a password never logs in.
+        raise UserError("password must not contain a NUL character, which AUTH PLAIN cannot carry")
+    if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
+        raise UserError(
+            f"password must be at most {MAX_PASSWORD_BYTES} bytes: AUTH cannot carry a longer one"
+        )
 
 
 def _norm_domain(domain: str) -> str:
@@ -239,7 +253,10 @@ class UserStore:
                 "fix: check --users-db or auth.users_db)"
             )
         if version > SCHEMA_VERSION:
-            raise UserError(f"{self.path} was written by a newer mailwright (schema {version})")
+            raise UserError(
+                f"{self.path} was written by a newer mailwright (schema {version}; fix: run the newer "
+                "mailwright that wrote it)"
+            )
         if version < SCHEMA_VERSION:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS users ("
@@ -293,7 +310,9 @@ class UserStore:
                     (key, encoded, password if cram else None, json.dumps(owned)),
                 )
             except sqlite3.IntegrityError:
-                raise UserError(f"user {key!r} already exists") from None
+                raise UserError(
+                    f"user {key!r} already exists (fix: `mailwright user passwd` changes its password)"
+                ) from None
         return UserInfo(key, tuple(owned), cram)
 
     def set_password(self, name: str, password: str, *, cram: bool = False) -> bool:
