@@ -34,6 +34,8 @@ class Transport:
     def __init__(self, peer: tuple[Any, ...] = ("127.0.0.7", 50000)) -> None:
         self.sent: list[bytes] = []
         self.closing = False
+        self.aborted = False
+        self.unread = 0  # octets written that the peer has not taken (the write buffer's size)
         self.peer = peer
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -44,6 +46,12 @@ class Transport:
 
     def close(self) -> None:
         self.closing = True
+
+    def abort(self) -> None:
+        self.closing = self.aborted = True
+
+    def get_write_buffer_size(self) -> int:
+        return self.unread
 
     def is_closing(self) -> bool:
         return self.closing
@@ -168,6 +176,57 @@ def test_inside_data_the_data_time_out_runs_from_the_last_bytes() -> None:
         assert session.deadline == 699.0
         ctx.expire(699.5)
         assert transport.closing and transport.sent[-1].startswith(b"421 4.4.2 ")
+
+    asyncio.run(run())
+
+
+def test_between_bdat_chunks_the_command_time_out_runs() -> None:
+    # The client owes a command there (RFC 5321 4.5.3.2.7), and data_timeout is the shorter by
+    # default: it cut such a client off after 3 minutes where 5 are asked.
+    async def run() -> None:
+        chunks = [b"EHLO client.example\r\nMAIL FROM:<>\r\nRCPT TO:<bob@mx.test>\r\nBDAT 4\r\n", b"hi"]
+        session, transport = await _session(BodyStore(), chunks)
+        ctx = session.ctx
+        ctx.expire(100.0)  # inside the chunk: data_timeout from the last octets
+        assert session.deadline == 400.0
+        session.data_received(b"\r\n")  # the chunk ends, and is answered
+        assert transport.sent[-1] == b"250 2.0.0 4 octets received\r\n"
+        ctx.expire(101.0)
+        assert session.deadline == 161.0
+
+    asyncio.run(run())
+
+
+def test_the_octets_of_a_refused_chunk_are_progress() -> None:
+    # The recipient was refused, so the chunk will be too; the client must send it all the same
+    # (RFC 3030 2), and was cut off by the time-out on the way instead of getting the 554.
+    async def run() -> None:
+        chunks = [b"EHLO client.example\r\nMAIL FROM:<>\r\nRCPT TO:<bob@elsewhere.test>\r\nBDAT 6 LAST\r\n"]
+        session, transport = await _session(Store(), chunks)
+        ctx = session.ctx
+        ctx.expire(100.0)
+        session.data_received(b"hi")
+        ctx.expire(399.0)
+        assert not transport.closing and session.deadline == 699.0
+        session.data_received(b"..\r\n")
+        assert transport.sent[-1] == b"554 5.5.1 No valid recipients\r\n"
+
+    asyncio.run(run())
+
+
+def test_a_peer_that_reads_no_reply_is_cut_off_at_the_time_out() -> None:
+    # close() waits for the write buffer to drain: the connection, and its place under the caps,
+    # were held for ever by a client that never reads.
+    async def run() -> None:
+        session, transport = await _session(Store(), [b"EHLO client.example\r\n"])
+        transport.unread = 1 << 20
+        session.ctx.expire(100.0)
+        session.ctx.expire(160.5)
+        assert transport.aborted and transport.sent[-1].startswith(b"421 4.4.2 ")
+        quiet, reading = await _session(Store(), [b"EHLO client.example\r\n"])
+        quiet.ctx.expire(100.0)
+        quiet.ctx.expire(160.5)
+        assert reading.closing and not reading.aborted  # the 421 reaches a client that reads
 
     asyncio.run(run())
 

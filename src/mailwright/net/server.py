@@ -11,9 +11,12 @@ Invariants:
 - Reading pauses while the engine holds `MAX_PENDING` unparsed bytes or the peer does not
   read our replies (transport write buffer high), so memory per connection is bounded.
 - Every session has a deadline (RFC 5321 4.5.3.2): `command_timeout` from our last reply, and
-  `data_timeout` from the last bytes received inside DATA/BDAT; on expiry the peer gets
-  421 4.4.2 and is closed. One sweeper checks them all: never early, at most two of its
-  intervals (each at most 1 s) late.
+  `data_timeout` from the last bytes received inside DATA or a BDAT chunk (between chunks the
+  client owes a command: `command_timeout`); on expiry the peer gets 421 4.4.2 and is closed,
+  and a peer that has not read our replies for that long is cut off (the 421 would wait behind
+  them for ever). One sweeper checks them all: never early, at most two of its intervals (each
+  at most 1 s) late. A TLS handshake may take `HANDSHAKE_TIMEOUT`, and no longer than
+  `command_timeout`.
 - A peer's address is shown, logged and stored as its transport gives it, but an IPv4-mapped
   IPv6 address as IPv4 and without an IPv6 zone (`peer_address`); the Received header's TCP-info
   writes it as an address literal, "[IPv6:...]" for IPv6 (RFC 5321 4.4, 4.1.3).
@@ -21,7 +24,7 @@ Invariants:
   `limits.ipv6_prefix` bits, as is its AUTH lock-out) answer 421 4.7.0 before any parsing, and
   count a connection from its accept: on an implicit-TLS listener from before the handshake,
   which the session runs itself (`_implicit_tls`), so clients that connect and never finish a
-  handshake are held to the caps like any other (they are closed after `HANDSHAKE_TIMEOUT`).
+  handshake are held to the caps like any other (they are closed after the handshake time-out).
 - No exception reaches the peer as a traceback: unexpected errors become 451 4.3.0 and
   are logged.
 - A value the client chose (HELO name, addresses, SASL identity) enters a log line only through
@@ -58,7 +61,11 @@ from mailwright.queue.store import MessageSink, MessageWriter
 log = logging.getLogger("mailwright.smtpd")
 
 # How long a client may take over its TLS handshake (STARTTLS, or implicit TLS on connect) before
-# the connection is closed; until then it holds one of the connection caps' places.
+# the connection is closed; until then it holds one of the connection caps' places. At most this,
+# and never longer than command_timeout (`ServerContext.handshake_timeout`): the handshake is the
+# client's turn to speak, as a command is, and Postfix's smtpd_starttls_timeout follows
+# smtpd_timeout's default the same way; a fixed 30 s let a client that stalls its handshake hold a
+# place ten times as long as a silent one when an operator cut command_timeout to 3 s.
 HANDSHAKE_TIMEOUT = 30.0
 
 
@@ -119,6 +126,7 @@ class ServerContext:
         self.limits = limits
         self.command_timeout = command_timeout
         self.data_timeout = data_timeout
+        self.handshake_timeout = min(HANDSHAKE_TIMEOUT, command_timeout)
         self.sessions: set[SMTPSession] = set()
 
     async def sweep(self) -> None:
@@ -131,18 +139,21 @@ class ServerContext:
     def expire(self, now: float) -> None:
         """One sweep at loop time `now`.
 
-        A session only flags its activity (each reply it sends, and inside DATA/BDAT each
-        read); here a flagged session's deadline restarts from `now`. So a time-out fires at
-        least the timeout after the last activity, never earlier, and at most two sweep
-        intervals later. Sessions waiting on our own work (a commit, a password check) are not
-        timed out.
+        A session only flags its activity (each reply it sends, and each read of a message's
+        octets); here a flagged session's deadline restarts from `now`: `data_timeout` while the
+        engine reads a body (RFC 5321 4.5.3.2.6), else `command_timeout` (4.5.3.2.7; between BDAT
+        chunks too, where the client owes a command: data_timeout there cut it off early, 3
+        minutes where 5 are asked). So a time-out fires at least the timeout after the last
+        activity, never earlier, and at most two sweep intervals later. Sessions waiting on our
+        own work (a commit, a password check) are not timed out.
         """
         expired = []
         for session in self.sessions:
             if session.active:
                 session.active = False
-                delay = self.data_timeout if session.writer is not None else self.command_timeout
-                session.deadline = now + delay
+                conn = session.conn
+                body = conn is not None and conn.receiving_body
+                session.deadline = now + (self.data_timeout if body else self.command_timeout)
             elif session.deadline < now and session.task is None:
                 expired.append(session)
         for session in expired:
@@ -241,12 +252,18 @@ class SMTPSession:
                 self.transport.pause_reading()
             return
         conn.receive_data(data)
-        if self.writer is not None:
-            # Inside DATA/BDAT any progress counts; between commands only a reply does (in
-            # _flush), so a client dripping bytes of a line that never ends is cut off.
+        # A message's octets are progress, whether the message is being kept or refused (a chunk
+        # whose BDAT was answered 554, a body past a full disk: the client still sends it all, and
+        # was cut off by the time-out instead of getting its answer at the end). Between commands
+        # only a reply counts (in _flush), so a client dripping a line that never ends is cut off.
+        # Looked at before the bytes are parsed and after: they continue a body, or start one
+        # behind its BDAT command.
+        if conn.receiving_body:
             self.active = True
         if self.task is None:
             self._pump()
+            if self.conn is not None and self.conn.receiving_body:
+                self.active = True
         else:
             self._update_reading()  # slow work pending: stop reading once MAX_PENDING is held
 
@@ -335,12 +352,23 @@ class SMTPSession:
                 transport.pause_reading()
 
     def _timed_out(self) -> None:
-        if self.conn is not None and not self.conn.closed:
+        conn = self.conn
+        if conn is not None and not conn.closed:
             log.info("time-out for %s", self.peer_ip)
-            self.conn.close_with(R.TIMEOUT)
+            conn.close_with(R.TIMEOUT)
             self._flush()
-            if self.transport is not None:
-                self.transport.close()
+        transport = self.transport
+        if transport is None:
+            return
+        if transport.get_write_buffer_size():
+            # The peer has read none of our replies for a whole time-out (or since QUIT's 221 or a
+            # 421): close() would wait for them, the 421 behind them, for ever, and hold the
+            # connection, its buffers and its place under the caps. Postfix's smtpd gives up the
+            # same way, when its write times out.
+            log.info("closing the connection of %s: it does not read our replies", self.peer_ip)
+            transport.abort()
+        else:
+            transport.close()
 
     def abort_handshake(self) -> bool:
         """Shutting down: close the connection if a STARTTLS handshake is still in progress, and
@@ -679,7 +707,7 @@ class SMTPSession:
                 cast(asyncio.BaseProtocol, self),
                 context,
                 server_side=True,
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+                ssl_handshake_timeout=self.ctx.handshake_timeout,
             )
         except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
             if self.handshaking:  # not cut by abort_handshake, which said so itself

@@ -241,6 +241,13 @@ class ServerConnection:
         return self._pending is not None
 
     @property
+    def receiving_body(self) -> bool:
+        """True while what arrives is a message's octets: in DATA, or inside a BDAT chunk. Between
+        BDAT chunks the client owes a command, as it does anywhere else (RFC 5321 4.5.3.2: the
+        caller's time-outs tell the two apart)."""
+        return self.state is State.DATA or self._bdat_left > 0
+
+    @property
     def wants_read(self) -> bool:
         """False while enough is buffered that reading more would only grow memory, and from the
         220 to STARTTLS until `tls_started()`."""
@@ -444,7 +451,7 @@ class ServerConnection:
             self._sasl_response(line.encode("latin-1"))
             return True
         self._command(line)
-        if self._text and self._in_body():
+        if self._text and self.receiving_body:
             # A body starts: it is read from _in as octets.
             self._in[:0] = self._text[self._tpos :].encode("latin-1")
             self._text, self._tpos = "", 0
@@ -468,9 +475,6 @@ class ServerConnection:
             raw.clear()
         self._text = self._text[self._tpos :] + more
         self._tpos = 0
-
-    def _in_body(self) -> bool:
-        return self.state is State.DATA or self._bdat_left > 0
 
     def _command(self, line: str) -> None:
         """`line` is Latin-1 decoded octets (framing.take_line)."""
