@@ -231,16 +231,16 @@ class HeaderCleanup:
             passed = bytes(self._held[: self._scan])
             del self._held[: self._scan]
             self._scan = 0
-            self._count_hops(passed)
+            self._count_hops(b"\n" + passed.lower())
             return passed
         return b""
 
-    def _count_hops(self, fields: bytes) -> None:
-        """Adds the Received fields among `fields` (whole lines of the header section, each header
-        octet passed here once). Most messages hold none: a substring test before the pattern."""
-        lowered = fields.lower()
+    def _count_hops(self, lowered: bytes) -> None:
+        """Adds the Received fields in `lowered`: whole lines of the header section, lower-cased
+        behind an LF (each header octet passed here once). Most messages hold none: a substring
+        test before the pattern."""
         if b"received" in lowered:
-            self.hops += len(_RECEIVED.findall(b"\n" + lowered))
+            self.hops += len(_RECEIVED.findall(lowered))
 
     def _header_end(self, *, final: bool) -> tuple[int, bool] | None:
         """Where the header section ends: (offset, whether an empty line is there already).
@@ -299,14 +299,16 @@ class HeaderCleanup:
         headers = bytes(self._held[:end])
         rest = bytes(self._held[end:])
         self._held.clear()
-        self._count_hops(headers)
+        # Lowered once, for the hop count and the Message-ID/Date search: dropping Bcc fields
+        # removes neither a Received, a Message-ID nor a Date line.
+        lowered = (b"\n" + headers).lower()
+        self._count_hops(lowered)
         extra = b""
         if self._adding and end <= MAX_HEADER_HOLD:
             if headers and not headers.endswith(b"\n"):
                 headers += b"\r\n"
             if self._drop_bcc:
                 headers = _BCC.sub(b"", headers)
-            lowered = (b"\n" + headers).lower()
             if self._msgid is not None and _HAS_MSGID.search(lowered) is None:
                 extra += self._msgid
             if self._date is not None and _HAS_DATE.search(lowered) is None:

@@ -105,13 +105,6 @@ def _check_password(password: str) -> None:
         )
 
 
-def _norm_domain(domain: str) -> str:
-    # As relay policy compares domains (IDNA2008): with Python's IDNA 2003 codec "fa\u00df.de"
-    # was "fass.de", so the owner of one domain was given another's addresses, and refused the
-    # A-label form of its own.
-    return comparable_domain(domain)
-
-
 def normalize_name(name: str) -> str:
     """Validate a username and return its canonical form; raises UserError."""
     if not name or len(name) > MAX_NAME:
@@ -124,7 +117,7 @@ def normalize_name(name: str) -> str:
         raise UserError("username must not start or end with white space")
     local, at, domain = name.rpartition("@")
     if at and local and domain:
-        return f"{local}@{_norm_domain(domain)}"
+        return f"{local}@{comparable_domain(domain)}"
     return name
 
 
@@ -145,7 +138,7 @@ def normalize_address(address: str) -> str:
     bad = bad or "@" in domain or local.endswith("@") or domain.startswith(".")
     if bad:
         raise UserError(f"{address!r} is not a sender address (write user@example.org or @example.org)")
-    return f"{local}@{_norm_domain(domain)}"
+    return f"{local}@{comparable_domain(domain)}"
 
 
 def _is_address(name: str) -> bool:
@@ -370,8 +363,8 @@ class UserStore:
         local, at, domain = address.rpartition("@")
         if info is None or not at or not local or not domain:
             return False
-        wanted = f"{local}@{_norm_domain(domain)}"
-        pattern = f"@{_norm_domain(domain)}"
+        domain = comparable_domain(domain)
+        wanted, pattern = f"{local}@{domain}", f"@{domain}"
         return any(owned in (wanted, pattern) for owned in info.addresses)
 
     def list(self) -> builtins.list[UserInfo]:
